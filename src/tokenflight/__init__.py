@@ -1,0 +1,47 @@
+"""tokenflight: OAuth 2.0 client-credentials tokens for high-concurrency async Python.
+
+Fetched once per key however many callers ask, shared, refreshed in the background
+before they expire, and never written to a log.
+"""
+
+from ._auth import TokenAuth as TokenAuth
+from ._config import ClientCredentials as ClientCredentials
+from ._config import RefreshPolicy as RefreshPolicy
+from ._config import RetryPolicy as RetryPolicy
+from ._errors import ConfigurationError as ConfigurationError
+from ._errors import MalformedTokenResponse as MalformedTokenResponse
+from ._errors import ManagerClosedError as ManagerClosedError
+from ._errors import TenantResolutionError as TenantResolutionError
+from ._errors import TokenEndpointUnavailable as TokenEndpointUnavailable
+from ._errors import TokenError as TokenError
+from ._errors import TokenRequestRefused as TokenRequestRefused
+from ._errors import UnknownTenantError as UnknownTenantError
+from ._manager import TokenManager as TokenManager
+from ._slot import SlotKey as SlotKey
+from ._stats import KeyStatistics as KeyStatistics
+from ._stats import ManagerStatistics as ManagerStatistics
+from ._store import TokenStore as TokenStore
+from ._token import Token as Token
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ClientCredentials",
+    "ConfigurationError",
+    "KeyStatistics",
+    "MalformedTokenResponse",
+    "ManagerClosedError",
+    "ManagerStatistics",
+    "RefreshPolicy",
+    "RetryPolicy",
+    "SlotKey",
+    "TenantResolutionError",
+    "Token",
+    "TokenAuth",
+    "TokenEndpointUnavailable",
+    "TokenError",
+    "TokenManager",
+    "TokenRequestRefused",
+    "TokenStore",
+    "UnknownTenantError",
+]

@@ -1,0 +1,224 @@
+"""Token requests: client authentication, the HTTP exchange, retries and response checks."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import quote_plus
+
+import anyio
+import httpx
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_random_exponential,
+)
+
+from ._config import ClientCredentials, RefreshPolicy, RetryPolicy
+from ._errors import ConfigurationError, MalformedTokenResponse, TokenEndpointUnavailable
+from ._token import Token, parse_error, parse_retry_after, parse_token_response
+
+__all__ = ["MAX_BODY_BYTES", "TokenEndpoint", "TokenRequest", "basic_authorization"]
+
+logger = logging.getLogger("tokenflight")
+
+#: Token responses are small; read no further than this.
+MAX_BODY_BYTES = 64 * 1024
+
+# `tokenflight.testing.set_testing()` flips this to make retries wait zero seconds.
+_testing = {"no_wait": False}
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRequest:
+    """What one slot asks the token endpoint for (the non-secret half of a request)."""
+
+    scopes: tuple[str, ...]
+    audience: str | None
+    resource: str | tuple[str, ...] | None
+
+
+def basic_authorization(client_id: str, client_secret: str) -> str:
+    """The `Authorization` value for `client_secret_basic` (RFC 6749 section 2.3.1).
+
+    Both parts are form-urlencoded before base64, so a secret holding `:`, `+`, `%` or
+    non-ASCII characters reaches a compliant server intact.
+    """
+    pair = f"{quote_plus(client_id)}:{quote_plus(client_secret)}"
+    return "Basic " + base64.b64encode(pair.encode("ascii")).decode("ascii")
+
+
+def build_form(
+    creds: ClientCredentials, request: TokenRequest
+) -> tuple[dict[str, str | list[str]], dict[str, str]]:
+    """The form fields and headers of a token request."""
+    form: dict[str, str | list[str]] = {"grant_type": "client_credentials"}
+    headers = {"Accept": "application/json"}
+    if creds.auth_method == "client_secret_basic":
+        headers["Authorization"] = basic_authorization(creds.client_id, creds.client_secret)
+    else:
+        form["client_id"] = creds.client_id
+        form["client_secret"] = creds.client_secret
+    if request.scopes:
+        form["scope"] = " ".join(request.scopes)
+    if request.audience is not None:
+        form["audience"] = request.audience
+    if request.resource is not None:
+        resource = request.resource
+        form["resource"] = resource if isinstance(resource, str) else list(resource)
+    form.update(creds.extra_params)
+    return form, headers
+
+
+class _Retryable(TokenEndpointUnavailable):
+    """One failed attempt that is worth another (transport error, 5xx, 429)."""
+
+
+def _wait(policy: RetryPolicy) -> Callable[[RetryCallState], float]:
+    backoff = wait_random_exponential(multiplier=policy.initial_wait, max=policy.max_wait)
+
+    def wait(state: RetryCallState) -> float:
+        if _testing["no_wait"]:
+            return 0.0
+        delay = backoff(state)
+        exc = state.outcome.exception() if state.outcome else None
+        retry_after = getattr(exc, "retry_after", None)
+        return max(delay, retry_after) if retry_after is not None else delay
+
+    return wait
+
+
+class TokenEndpoint:
+    """Sends token requests through one shared `httpx.AsyncClient`, with retries."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        *,
+        retry: RetryPolicy,
+        refresh: RefreshPolicy,
+        clock: Callable[[], float],
+    ) -> None:
+        self._client = client
+        self._retry = retry
+        self._refresh = refresh
+        self._clock = clock
+
+    async def fetch(self, creds: ClientCredentials, request: TokenRequest) -> Token:
+        """Get a new token, retrying transient failures within the policy's budget.
+
+        Raises:
+            TokenRequestRefused: The provider said no (not retried).
+            TokenEndpointUnavailable: Transport errors, 5xx or 429 outlasted the budget.
+            MalformedTokenResponse: The answer is not a usable token.
+            ConfigurationError: The endpoint redirected.
+        """
+        policy = self._retry
+        retrying = AsyncRetrying(
+            sleep=anyio.sleep,
+            stop=stop_after_attempt(policy.attempts) | stop_before_delay(policy.total_timeout),
+            wait=_wait(policy),
+            retry=retry_if_exception_type(_Retryable),
+            reraise=True,
+        )
+        form, headers = build_form(creds, request)
+        attempts = 0
+
+        async def attempt() -> Token:
+            nonlocal attempts
+            attempts += 1
+            return await self._attempt(creds.token_url, form, headers, attempts)
+
+        try:
+            with anyio.fail_after(policy.total_timeout):
+                return await retrying(attempt)
+        except _Retryable as exc:
+            raise TokenEndpointUnavailable(
+                f"{exc.message} (gave up after {attempts} attempt(s))",
+                endpoint=creds.token_url,
+                attempts=attempts,
+                status_code=exc.status_code,
+                retry_after=exc.retry_after,
+            ) from exc
+        except TimeoutError as exc:
+            raise TokenEndpointUnavailable(
+                f"token endpoint {creds.token_url} gave no token within the retry budget of "
+                f"{policy.total_timeout}s ({attempts} attempt(s))",
+                endpoint=creds.token_url,
+                attempts=attempts,
+            ) from exc
+
+    async def _attempt(
+        self,
+        url: str,
+        form: dict[str, str | list[str]],
+        headers: dict[str, str],
+        attempt: int,
+    ) -> Token:
+        started = self._clock()
+        logger.debug("token request to %s (attempt %d)", url, attempt)
+        try:
+            async with self._client.stream("POST", url, data=form, headers=headers) as response:
+                body = await _read_capped(response, url)
+        except httpx.TransportError as exc:
+            raise _Retryable(
+                f"could not reach token endpoint {url}: {type(exc).__name__}: {exc}",
+                endpoint=url,
+            ) from exc
+        return self._interpret(url, response, body, started)
+
+    def _interpret(self, url: str, response: httpx.Response, body: bytes, started: float) -> Token:
+        status = response.status_code
+        if 200 <= status < 300:
+            token = parse_token_response(
+                body,
+                status=status,
+                started_at=started,
+                endpoint=url,
+                default_lifetime=self._refresh.default_lifetime,
+                max_lifetime=self._refresh.max_lifetime,
+            )
+            logger.debug("token from %s, lifetime %.0fs", url, token.expires_in)
+            return token
+        if 300 <= status < 400:
+            raise ConfigurationError(
+                f"token endpoint {url} answered HTTP {status} redirecting to "
+                f"{response.headers.get('location', '(no location)')!r}; tokenflight does not "
+                "follow redirects with credentials: set token_url to the final address"
+            )
+        if status == 429 or status >= 500:
+            raise _Retryable(
+                f"token endpoint {url} answered HTTP {status}",
+                endpoint=url,
+                status_code=status,
+                retry_after=parse_retry_after(response.headers.get("retry-after")),
+            )
+        if 400 <= status < 500:
+            raise parse_error(status, body, url)
+        raise MalformedTokenResponse(
+            f"token endpoint {url} answered an unexpected HTTP {status}", status_code=status
+        )
+
+
+async def _read_capped(response: httpx.Response, url: str) -> bytes:
+    """Read the body, refusing (without reading on) anything over MAX_BODY_BYTES."""
+    too_big = MalformedTokenResponse(
+        f"token endpoint {url} sent a response body over {MAX_BODY_BYTES} bytes",
+        status_code=response.status_code,
+    )
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise too_big
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise too_big
+        chunks.append(chunk)
+    return b"".join(chunks)

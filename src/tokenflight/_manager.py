@@ -1,0 +1,568 @@
+"""The token manager: a registry of slots, single-flight fetches, background refresh."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any, Self, final
+
+import anyio
+import httpx
+from anyio.abc import TaskGroup
+
+from ._auth import TokenAuth
+from ._clock import loop_clock
+from ._config import (
+    ClientCredentials,
+    RefreshPolicy,
+    RetryPolicy,
+    normalize_resource,
+    normalize_scopes,
+)
+from ._endpoint import TokenEndpoint, TokenRequest
+from ._errors import (
+    ConfigurationError,
+    ManagerClosedError,
+    TenantResolutionError,
+    TokenError,
+    UnknownTenantError,
+)
+from ._scheduler import RefreshScheduler
+from ._slot import Flight, Slot, SlotKey
+from ._stats import KeyStatistics, ManagerStatistics
+from ._store import TokenStore, store_key
+from ._token import Token
+
+__all__ = ["Resolver", "TokenManager"]
+
+logger = logging.getLogger("tokenflight")
+
+Resolver = Callable[[str], Awaitable[ClientCredentials | None]]
+Scopes = str | tuple[str, ...] | list[str] | frozenset[str]
+Resource = str | tuple[str, ...] | list[str]
+
+DEFAULT_LIMITS = httpx.Limits(max_connections=20, max_keepalive_connections=20)
+DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+
+
+class _Resolution:
+    __slots__ = ("creds", "done", "error")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.creds: ClientCredentials | None = None
+        self.error: TokenError | None = None
+
+
+@final
+class TokenManager(anyio.AsyncContextManagerMixin):
+    """Gets, caches, shares and refreshes client-credentials tokens for many tenants.
+
+    Use it as `async with TokenManager() as tokens:`; it owns a pooled `httpx.AsyncClient`
+    and one background task that refreshes tokens before they expire.
+
+    Args:
+        resolver: Async callable returning the `ClientCredentials` of a tenant that was
+            not registered (or None if there is no such tenant). Called once per tenant.
+        store: A shared `TokenStore` (such as `tokenflight.redis.RedisTokenStore`).
+        refresh: When to refresh, expire and evict tokens.
+        retry: How to retry token requests and how long to remember failures.
+        http_client: Your own `httpx.AsyncClient` for token requests (not closed by us;
+            it should not follow redirects).
+        limits: Connection pool limits of the client we create.
+        timeout: Timeouts of the client we create.
+        max_concurrent_fetches: Token requests in flight at once, across all tenants.
+    """
+
+    def __init__(
+        self,
+        *,
+        resolver: Resolver | None = None,
+        store: TokenStore | None = None,
+        refresh: RefreshPolicy | None = None,
+        retry: RetryPolicy | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        limits: httpx.Limits = DEFAULT_LIMITS,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        max_concurrent_fetches: int = 32,
+    ) -> None:
+        if not isinstance(max_concurrent_fetches, int) or max_concurrent_fetches < 1:
+            raise ConfigurationError("max_concurrent_fetches must be an integer >= 1")
+        if store is not None and not isinstance(store, TokenStore):
+            raise ConfigurationError("store must implement fetch(), invalidate() and aclose()")
+        self._resolver = resolver
+        self._store = store
+        self._refresh = refresh or RefreshPolicy()
+        self._retry = retry or RetryPolicy()
+        self._http_client = http_client
+        self._limits = limits
+        self._timeout = timeout
+        self._max_fetches = max_concurrent_fetches
+        self._tenants: dict[str, ClientCredentials] = {}
+        self._resolved: set[str] = set()
+        self._resolving: dict[str, _Resolution] = {}
+        self._slots: dict[SlotKey, Slot] = {}
+        self._default_slots: dict[str, Slot] = {}  # tenant -> slot of its default key
+        self._default_get = self._default_slots.get  # saves a look-up on the hot path
+        self._tenant_slots: dict[str, list[Slot]] = {}
+        self._retired = KeyStatistics()
+        self._evictions = 0
+        self._in_flight = 0
+        self._tg: TaskGroup | None = None
+        self._clock: Callable[[], float] = anyio.current_time
+
+    def __repr__(self) -> str:
+        state = "running" if self._tg is not None else "stopped"
+        return f"<TokenManager {state} tenants={len(self._tenants)} slots={len(self._slots)}>"
+
+    @asynccontextmanager
+    async def __asynccontextmanager__(self) -> AsyncGenerator[Self]:
+        async with AsyncExitStack() as stack:
+            client = self._http_client
+            if client is None:
+                client = httpx.AsyncClient(
+                    limits=self._limits, timeout=self._timeout, follow_redirects=False
+                )
+                await stack.enter_async_context(client)
+            if self._store is not None:
+                stack.push_async_callback(self._store.aclose)
+            self._clock = loop_clock()
+            self._endpoint = TokenEndpoint(
+                client, retry=self._retry, refresh=self._refresh, clock=self._clock
+            )
+            self._fetch_limiter = anyio.Semaphore(self._max_fetches)
+            self._refresh_limiter = anyio.Semaphore(self._refresh.max_concurrent)
+            self._scheduler = RefreshScheduler(self._clock, self._on_due)
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            tg.start_soon(self._scheduler.run)
+            self._tg = tg
+            try:
+                yield self
+            finally:
+                self._tg = None
+                tg.cancel_scope.cancel()
+                for slot in self._unique_slots():
+                    self._retired = self._retired + _counters(slot)
+                self._slots.clear()
+                self._default_slots.clear()
+                self._tenant_slots.clear()
+
+    # -- tenants ---------------------------------------------------------------------
+
+    def register(self, tenant: str, credentials: ClientCredentials) -> None:
+        """Set (or replace) a tenant's credentials.
+
+        Replacing credentials drops the tenant's cached tokens and remembered failures
+        at once, so corrected credentials take effect on the next call.
+
+        Raises:
+            ConfigurationError: The tenant name is empty or `credentials` is not a
+                `ClientCredentials`.
+        """
+        if not isinstance(tenant, str) or not tenant:
+            raise ConfigurationError("tenant must be a non-empty string")
+        if not isinstance(credentials, ClientCredentials):
+            raise ConfigurationError(
+                f"credentials for tenant {tenant!r} must be a ClientCredentials, "
+                f"not {type(credentials).__name__}"
+            )
+        self._drop_tenant_slots(tenant)
+        self._tenants[tenant] = credentials
+        self._resolved.discard(tenant)
+
+    def unregister(self, tenant: str) -> None:
+        """Forget a tenant and its tokens. Unknown tenants are ignored."""
+        self._drop_tenant_slots(tenant)
+        self._tenants.pop(tenant, None)
+        self._resolved.discard(tenant)
+
+    # -- tokens ----------------------------------------------------------------------
+
+    async def get_token(
+        self,
+        tenant: str,
+        *,
+        audience: str | None = None,
+        resource: Resource | None = None,
+        scopes: Scopes | None = None,
+        min_ttl: float = 0.0,
+    ) -> Token:
+        """Return a usable token for the tenant, fetching it only if needed.
+
+        A cached token is returned without a lock or any I/O. Concurrent callers of a
+        cold or expired key share one token request, and its result or its error.
+
+        Args:
+            tenant: A registered tenant, or one the resolver knows.
+            audience: The `audience` to ask for; default: the credentials' audience.
+            resource: RFC 8707 resource indicator(s); default: the credentials' resource.
+            scopes: Scopes to ask for (order does not matter); default: the credentials'.
+            min_ttl: Seconds the token must stay valid; refresh first if it would not
+                (bounded by the token's own lifetime).
+
+        Raises:
+            TokenError: A subclass saying why no token could be had.
+        """
+        if audience is None and resource is None and scopes is None:
+            slot = self._default_get(tenant)  # the common case: skip building a key
+        else:
+            if scopes is not None:  # validated when the slot is made, not on every call
+                scopes = frozenset(scopes.split() if isinstance(scopes, str) else scopes)
+            if resource is not None and not isinstance(resource, str):
+                resource = normalize_resource(resource)
+            # A plain tuple hashes and compares like the SlotKey it stands for, and is cheaper.
+            key: Any = (tenant, audience, resource, scopes)
+            slot = self._slots.get(key)
+        if (
+            slot is not None
+            and slot.fresh
+            and (not min_ttl or self._clock() + min_ttl < slot.usable_until)
+        ):
+            slot.hits += 1
+            return slot.token  # type: ignore[return-value]
+        return await self._get_slow(SlotKey(tenant, audience, resource, scopes), min_ttl)
+
+    def invalidate(
+        self,
+        tenant: str,
+        *,
+        audience: str | None = None,
+        resource: Resource | None = None,
+        scopes: Scopes | None = None,
+        token: Token | None = None,
+    ) -> bool:
+        """Drop the cached token so that the next call fetches a new one.
+
+        Args:
+            token: Only drop it if it is still this token (so many callers reporting
+                the same rejected token cause one new fetch, not many).
+
+        Returns:
+            Whether a token was dropped.
+        """
+        key = SlotKey(
+            tenant,
+            audience,
+            None if resource is None else normalize_resource(resource),
+            None if scopes is None else normalize_scopes(scopes),
+        )
+        slot = self._slots.get(key)
+        if slot is None or slot.token is None:
+            return False
+        if token is not None and slot.token.access_token != token.access_token:
+            return False
+        dropped = slot.token
+        slot.token = None
+        slot.fresh = False
+        slot.usable_until = 0.0
+        slot.refresh_at = None
+        slot.generation += 1
+        if self._store is not None and self._tg is not None:
+            self._tg.start_soon(self._store.invalidate, store_key(slot), dropped.access_token)
+        return True
+
+    def auth(
+        self,
+        tenant: str,
+        *,
+        audience: str | None = None,
+        resource: Resource | None = None,
+        scopes: Scopes | None = None,
+    ) -> TokenAuth:
+        """An `httpx.Auth` for `httpx.AsyncClient(auth=...)` that sends this tenant's token.
+
+        On a 401 it drops the rejected token and retries the request once.
+        """
+        return TokenAuth(self, tenant, audience=audience, resource=resource, scopes=scopes)
+
+    def stats(self) -> ManagerStatistics:
+        """A snapshot of the counters, per live key and in total."""
+        keys: dict[SlotKey, KeyStatistics] = {}
+        total = self._retired
+        for slot in self._unique_slots():
+            counters = _counters(slot)
+            keys[slot.key] = counters
+            total = total + counters
+        return ManagerStatistics(
+            total=total,
+            keys=keys,
+            slots=len(keys),
+            tenants=len(self._tenants),
+            evictions=self._evictions,
+            in_flight=self._in_flight,
+        )
+
+    # -- slow path -------------------------------------------------------------------
+
+    async def _get_slow(self, key: SlotKey, min_ttl: float) -> Token:
+        if self._tg is None:
+            raise ManagerClosedError(
+                "the TokenManager is not running: use it inside `async with TokenManager()`"
+            )
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = await self._create_slot(key)
+        while True:
+            now = self._clock()
+            if slot.is_usable(now, min_ttl):
+                slot.hits += 1
+                return slot.token  # type: ignore[return-value]
+            slot.misses += 1
+            flight = slot.flight
+            if flight is None:
+                if slot.failure is not None and slot.is_cooling_down(now):
+                    raise slot.failure._clone()
+                flight = self._start_flight(slot, background=False)
+            await flight.done.wait()
+            if flight.error is not None:
+                raise flight.error._clone()
+            token = flight.token
+            if token is not None and self._clock() < token.expires_at:
+                return token
+
+    async def _create_slot(self, key: SlotKey) -> Slot:
+        if key.scopes is not None:
+            normalize_scopes(key.scopes)  # raises ConfigurationError on a bad scope
+        creds = self._tenants.get(key.tenant)
+        if creds is None:
+            creds = await self._resolve(key.tenant)
+        existing = self._slots.get(key)  # another caller may have made it meanwhile
+        if existing is not None:
+            return existing
+        request = TokenRequest(
+            scopes=tuple(sorted(key.scopes)) if key.scopes is not None else creds.scopes,
+            audience=key.audience if key.audience is not None else creds.audience,
+            resource=key.resource if key.resource is not None else creds.resource,
+        )
+        canonical = SlotKey(
+            key.tenant, request.audience, request.resource, frozenset(request.scopes)
+        )
+        slot = self._slots.get(canonical)
+        if slot is None:
+            slot = Slot(key=canonical, creds=creds, request=request)
+            slot.idle_check_at = self._clock() + self._refresh.idle_timeout
+            self._slots[canonical] = slot
+            self._tenant_slots.setdefault(key.tenant, []).append(slot)
+        # The caller's spelling (defaults left out) is an alias of the canonical key.
+        self._slots[key] = slot
+        slot.aliases.append(key)
+        if key.audience is None and key.resource is None and key.scopes is None:
+            self._default_slots[key.tenant] = slot
+        return slot
+
+    async def _resolve(self, tenant: str) -> ClientCredentials:
+        if self._resolver is None:
+            raise UnknownTenantError(
+                f"unknown tenant {tenant!r}: register() it or give TokenManager a resolver"
+            )
+        pending = self._resolving.get(tenant)
+        if pending is None:
+            pending = self._resolving[tenant] = _Resolution()
+            assert self._tg is not None
+            self._tg.start_soon(self._run_resolver, tenant, pending)
+        await pending.done.wait()
+        if pending.error is not None:
+            raise pending.error._clone()
+        assert pending.creds is not None
+        return pending.creds
+
+    async def _run_resolver(self, tenant: str, pending: _Resolution) -> None:
+        assert self._resolver is not None
+        try:
+            creds = await self._resolver(tenant)
+        except TokenError as exc:
+            pending.error = exc
+        except Exception as exc:
+            pending.error = TenantResolutionError(
+                f"the resolver failed for tenant {tenant!r}: {type(exc).__name__}"
+            )
+            pending.error.__cause__ = exc
+        except BaseException:
+            pending.error = ManagerClosedError("the TokenManager closed during resolution")
+            raise
+        else:
+            if creds is None:
+                pending.error = UnknownTenantError(
+                    f"unknown tenant {tenant!r}: the resolver does not know it"
+                )
+            elif not isinstance(creds, ClientCredentials):
+                pending.error = TenantResolutionError(
+                    f"the resolver returned {type(creds).__name__} for tenant {tenant!r}, "
+                    "expected ClientCredentials or None"
+                )
+            elif tenant not in self._tenants:
+                self._tenants[tenant] = creds
+                self._resolved.add(tenant)
+            pending.creds = self._tenants.get(tenant, creds)
+        finally:
+            del self._resolving[tenant]
+            pending.done.set()
+
+    # -- flights ---------------------------------------------------------------------
+
+    def _start_flight(self, slot: Slot, *, background: bool) -> Flight:
+        assert self._tg is not None
+        flight = Flight(background=background)
+        slot.flight = flight
+        self._in_flight += 1
+        self._tg.start_soon(self._fly, slot, flight)
+        return flight
+
+    async def _fly(self, slot: Slot, flight: Flight) -> None:
+        try:
+            async with self._fetch_limiter:
+                flight.token = await self._obtain(slot, flight)
+        except TokenError as exc:
+            flight.error = exc
+        except Exception as exc:  # a bug must not hang the waiters or kill the task group
+            logger.error("unexpected %s while fetching a token", type(exc).__name__)
+            flight.error = TokenError(f"unexpected error fetching a token: {type(exc).__name__}")
+            flight.error.__cause__ = exc
+        except BaseException:
+            flight.error = ManagerClosedError("the TokenManager closed during a token request")
+            raise
+        finally:
+            self._in_flight -= 1
+            if flight.background:
+                self._refresh_limiter.release()
+            slot.flight = None
+            if not isinstance(flight.error, ManagerClosedError):
+                self._settle(slot, flight)
+            flight.done.set()
+
+    async def _obtain(self, slot: Slot, flight: Flight) -> Token:
+        if self._store is None:
+            return await self._endpoint.fetch(slot.creds, slot.request)
+        fetched = False
+
+        async def fetch_new() -> Token:
+            nonlocal fetched
+            fetched = True
+            return await self._endpoint.fetch(slot.creds, slot.request)
+
+        token = await self._store.fetch(store_key(slot), fetch_new, min_ttl=0.0)
+        if not fetched:
+            slot.store_hits += 1
+            flight.from_store = True
+        return token
+
+    def _settle(self, slot: Slot, flight: Flight) -> None:
+        """Record a flight's outcome on its slot and plan the next wake-up (no I/O)."""
+        now = self._clock()
+        if flight.token is not None:
+            self._settle_token(slot, flight)
+        elif flight.error is not None:
+            self._settle_failure(slot, flight.error, now)
+        if not slot.evicted:
+            self._scheduler.schedule(slot, slot.next_wakeup())
+
+    def _settle_token(self, slot: Slot, flight: Flight) -> None:
+        token = flight.token
+        assert token is not None
+        old = slot.token
+        if flight.from_store:
+            pass  # counted as a store hit; another process made the request
+        elif flight.background:
+            slot.refreshes += 1
+        else:
+            slot.fetches += 1
+        slot.failure = None
+        slot.failures = 0
+        slot.uses_at_fetch = slot.uses()
+        if old is not None and token.access_token == old.access_token:
+            # The server handed back the token it issued before: keep the original expiry,
+            # hand it out until then and do not ask again early (that would loop).
+            slot.usable_until = old.expires_at
+            slot.refresh_at = None
+            return
+        policy = self._refresh
+        slot.token = token
+        slot.generation += 1
+        slot.usable_until = token.expires_at - policy.leeway_for(token.expires_in)
+        slot.fresh = self._clock() < slot.usable_until
+        fraction = random.uniform(policy.fraction - policy.jitter, policy.fraction)
+        slot.refresh_at = token.obtained_at + token.expires_in * fraction
+
+    def _settle_failure(self, slot: Slot, error: TokenError, now: float) -> None:
+        slot.failures += 1
+        slot.failure_count += 1
+        slot.failure = error
+        cooldown = self._retry.cooldown_for(slot.failures, permanent=error.is_permanent)
+        slot.retry_at = now + cooldown
+        # Serve stale: while the current token is usable, callers keep it and the refresh
+        # is tried again after the cooldown.
+        slot.refresh_at = slot.retry_at if slot.is_usable(now) else None
+        logger.warning(
+            "token request for tenant %r (client_id %r) failed, next try in %.1fs: %s",
+            slot.key.tenant,
+            slot.creds.client_id,
+            cooldown,
+            error.message,
+        )
+
+    async def _on_due(self, slot: Slot) -> None:
+        """The scheduler's callback: expire, evict, refresh, then plan the next look."""
+        if slot.evicted or slot.flight is not None:
+            return  # a running flight reschedules the slot when it lands
+        now = self._clock()
+        if slot.fresh and now >= slot.usable_until:
+            slot.fresh = False
+        if now >= slot.idle_check_at:
+            if slot.is_idle():
+                self._evict(slot)
+                return
+            slot.uses_at_idle_check = slot.uses()
+            slot.idle_check_at = now + self._refresh.idle_timeout
+        if slot.refresh_at is not None and now >= slot.refresh_at:
+            if slot.was_used_since_fetch():
+                await self._refresh_limiter.acquire()
+                if slot.flight is None and not slot.evicted and self._tg is not None:
+                    self._start_flight(slot, background=True)
+                    return
+                self._refresh_limiter.release()
+                return
+            slot.refresh_at = None  # nobody used it since it arrived: let it lapse
+        self._scheduler.schedule(slot, slot.next_wakeup())
+
+    # -- eviction --------------------------------------------------------------------
+
+    def _evict(self, slot: Slot, *, idle: bool = True) -> None:
+        slot.evicted = True
+        slot.fresh = False
+        self._scheduler.cancel(slot)
+        self._retired = self._retired + _counters(slot)
+        self._evictions += idle
+        for alias in slot.aliases:
+            if self._slots.get(alias) is slot:
+                del self._slots[alias]
+        if self._default_slots.get(slot.key.tenant) is slot:
+            del self._default_slots[slot.key.tenant]
+        tenant = slot.key.tenant
+        siblings = self._tenant_slots.get(tenant, [])
+        if slot in siblings:
+            siblings.remove(slot)
+        if not siblings:
+            self._tenant_slots.pop(tenant, None)
+            if tenant in self._resolved:  # resolved tenants come back through the resolver
+                self._resolved.discard(tenant)
+                self._tenants.pop(tenant, None)
+
+    def _drop_tenant_slots(self, tenant: str) -> None:
+        for slot in list(self._tenant_slots.get(tenant, ())):
+            self._evict(slot, idle=False)
+
+    def _unique_slots(self) -> list[Slot]:
+        return [slot for slots in self._tenant_slots.values() for slot in slots]
+
+
+def _counters(slot: Slot) -> KeyStatistics:
+    return KeyStatistics(
+        hits=slot.hits,
+        misses=slot.misses,
+        fetches=slot.fetches,
+        refreshes=slot.refreshes,
+        failures=slot.failure_count,
+        store_hits=slot.store_hits,
+    )

@@ -1,0 +1,109 @@
+"""A slot: the token, refresh plan and failure memory of one (tenant, audience, scopes) key.
+
+A slot's state changes only in synchronous code: on one event loop, code with no `await`
+cannot be interleaved, so "is a fetch in flight? if not, start one" is atomic without a
+lock. Waiters wait on the flight's `anyio.Event` and then read its outcome.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import anyio
+
+from ._config import ClientCredentials
+from ._endpoint import TokenRequest
+from ._errors import TokenError
+from ._token import Token
+
+__all__ = ["Flight", "Slot", "SlotKey"]
+
+
+class SlotKey(NamedTuple):
+    """What a token is for: a tenant, an audience or resource, and a set of scopes.
+
+    `scopes` is None when the caller asked for the tenant's default scopes.
+    """
+
+    tenant: str
+    audience: str | None
+    resource: str | tuple[str, ...] | None
+    scopes: frozenset[str] | None
+
+
+class Flight:
+    """One token request in progress, shared by every caller that waits for it."""
+
+    __slots__ = ("background", "done", "error", "from_store", "token")
+
+    def __init__(self, *, background: bool) -> None:
+        self.background = background
+        self.from_store = False
+        self.done = anyio.Event()
+        self.token: Token | None = None
+        self.error: TokenError | None = None
+
+
+@dataclass(slots=True, eq=False)
+class Slot:
+    """Mutable state of one key. Owned by the manager; never shared across event loops."""
+
+    key: SlotKey
+    creds: ClientCredentials
+    request: TokenRequest
+    token: Token | None = None
+    # The token is usable until this loop time (expiry minus leeway); 0 when there is none.
+    usable_until: float = 0.0
+    # True while the token is usable. The scheduler clears it at `usable_until`, so the
+    # fast path tests a flag instead of reading the clock.
+    fresh: bool = False
+    refresh_at: float | None = None
+    # Use counts (hits + misses) when the token arrived and at the last idle check.
+    uses_at_fetch: int = 0
+    uses_at_idle_check: int = 0
+    idle_check_at: float = 0.0
+    flight: Flight | None = None
+    failure: TokenError | None = None
+    failures: int = 0
+    retry_at: float = 0.0
+    # Bumped on every change of token, so stale scheduler entries are recognised.
+    generation: int = 0
+    evicted: bool = False
+    hits: int = 0
+    misses: int = 0
+    fetches: int = 0
+    refreshes: int = 0
+    failure_count: int = 0
+    store_hits: int = 0
+    # Every key spelling that maps to this slot (defaults omitted or written out).
+    aliases: list[SlotKey] = field(default_factory=list)
+
+    def is_usable(self, now: float, min_ttl: float = 0.0) -> bool:
+        """Whether the current token may be handed out for at least `min_ttl` more seconds."""
+        return self.token is not None and now + min_ttl < self.usable_until
+
+    def is_cooling_down(self, now: float) -> bool:
+        """Whether a remembered failure should be raised instead of asking the IdP again."""
+        return self.failure is not None and now < self.retry_at
+
+    def uses(self) -> int:
+        """Calls that asked for this slot so far."""
+        return self.hits + self.misses
+
+    def is_idle(self) -> bool:
+        """Whether nobody asked for this slot since the last idle check."""
+        return self.flight is None and self.uses() == self.uses_at_idle_check
+
+    def was_used_since_fetch(self) -> bool:
+        """Whether anybody asked for the token since it arrived (worth refreshing it)."""
+        return self.token is not None and self.uses() > self.uses_at_fetch
+
+    def next_wakeup(self) -> float:
+        """When the scheduler should look at this slot next."""
+        when = self.idle_check_at
+        if self.fresh:
+            when = min(when, self.usable_until)
+        if self.refresh_at is not None:
+            when = min(when, self.refresh_at)
+        return when

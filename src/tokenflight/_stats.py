@@ -1,0 +1,65 @@
+"""Statistics snapshots: frozen values, cheap to take, safe to keep."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import final
+
+from ._slot import SlotKey
+
+__all__ = ["KeyStatistics", "ManagerStatistics"]
+
+
+@final
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyStatistics:
+    """Counters of one slot key (or of all keys, in `ManagerStatistics.total`).
+
+    Attributes:
+        hits: Calls answered with the cached token.
+        misses: Calls that found no usable token and started or joined a fetch.
+        fetches: Token requests made for waiting callers (cold or expired slot).
+        refreshes: Token requests made in the background before expiry.
+        failures: Fetches and refreshes that failed.
+        store_hits: Tokens taken from a shared store instead of the token endpoint.
+    """
+
+    hits: int = 0
+    misses: int = 0
+    fetches: int = 0
+    refreshes: int = 0
+    failures: int = 0
+    store_hits: int = 0
+
+    def __add__(self, other: KeyStatistics) -> KeyStatistics:
+        return KeyStatistics(
+            hits=self.hits + other.hits,
+            misses=self.misses + other.misses,
+            fetches=self.fetches + other.fetches,
+            refreshes=self.refreshes + other.refreshes,
+            failures=self.failures + other.failures,
+            store_hits=self.store_hits + other.store_hits,
+        )
+
+
+@final
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ManagerStatistics:
+    """A snapshot of a `TokenManager`'s counters.
+
+    Attributes:
+        total: Sums over every key, including evicted ones.
+        keys: Counters of each live slot key.
+        slots: Live slots.
+        tenants: Tenants with credentials (registered or resolved).
+        evictions: Slots evicted after `RefreshPolicy.idle_timeout`.
+        in_flight: Token requests in progress.
+    """
+
+    total: KeyStatistics
+    keys: Mapping[SlotKey, KeyStatistics] = field(default_factory=dict)
+    slots: int = 0
+    tenants: int = 0
+    evictions: int = 0
+    in_flight: int = 0

@@ -1,0 +1,56 @@
+"""Where tokens are shared beyond one manager: the store protocol.
+
+The manager keeps every token in process memory (the fast path never leaves it). A store
+is asked only on a local miss or a due refresh, so that a fleet of processes can share
+tokens and make one token request per key between them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from typing import Protocol, runtime_checkable
+
+from ._slot import Slot
+from ._token import Token
+
+__all__ = ["TokenStore", "store_key"]
+
+
+@runtime_checkable
+class TokenStore(Protocol):
+    """A token store shared by several managers (processes).
+
+    `fetch` returns a token for `key` that stays usable for at least `min_ttl` seconds:
+    one found in the store, or the result of calling `fetch_new()` (which asks the token
+    endpoint) while holding the store's lock for that key, then saved. A store that
+    cannot reach its backend must fall back to calling `fetch_new()` itself.
+    """
+
+    async def fetch(
+        self, key: str, fetch_new: Callable[[], Awaitable[Token]], *, min_ttl: float
+    ) -> Token: ...
+
+    async def invalidate(self, key: str, access_token: str) -> None:
+        """Forget `access_token` under `key`, if it is still the stored one."""
+
+    async def aclose(self) -> None:
+        """Release the store's connections."""
+
+
+def store_key(slot: Slot) -> str:
+    """A stable name for a slot's token in a shared store, holding no secret.
+
+    Built from what the token endpoint sees (URL, client id, audience, resource, scopes),
+    not the local tenant name, so that processes naming a tenant differently still share.
+    """
+    request = slot.request
+    resource = request.resource
+    parts = [
+        slot.creds.token_url,
+        slot.creds.client_id,
+        request.audience or "",
+        resource if isinstance(resource, str) else " ".join(resource or ()),
+        " ".join(sorted(request.scopes)),
+    ]
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()

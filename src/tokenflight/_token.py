@@ -1,0 +1,202 @@
+"""The token value, and the parser that turns a token endpoint's answer into one."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any, final
+
+from ._errors import MalformedTokenResponse, TokenRequestRefused
+
+__all__ = ["Token", "parse_retry_after", "parse_token_response"]
+
+logger = logging.getLogger("tokenflight")
+
+SUPPORTED_TOKEN_TYPES = frozenset({"bearer"})
+
+
+@final
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Token:
+    """An access token and when it stops being usable.
+
+    Times are on the event loop's clock (`anyio.current_time()`), which is monotonic; use
+    `expires_at - anyio.current_time()` for the seconds left.
+
+    Attributes:
+        access_token: The token itself. Never shown in `repr`.
+        token_type: As the provider spelled it, such as `Bearer`.
+        expires_in: The lifetime tokenflight uses, in seconds, after clamping.
+        obtained_at: Loop time read just before the request was sent.
+        expires_at: `obtained_at + expires_in`.
+        scope: The granted scopes, when the provider said.
+        extra: Any other fields of the response. Never shown in `repr`.
+    """
+
+    access_token: str = field(repr=False)
+    token_type: str = "Bearer"
+    expires_in: float
+    obtained_at: float
+    expires_at: float
+    scope: tuple[str, ...] | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Read a `Retry-After` header: delay seconds or an HTTP-date. None when absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _jwt_exp_seconds(access_token: str) -> float | None:
+    """Seconds until a JWT access token's `exp`, without checking the signature."""
+    parts = access_token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        return None
+    exp = payload.get("exp") if isinstance(payload, dict) else None
+    if isinstance(exp, bool) or not isinstance(exp, (int, float)) or not math.isfinite(exp):
+        return None
+    return float(exp) - time.time()
+
+
+def _lifetime(raw: object, access_token: str, *, default: float, maximum: float) -> float:
+    """Decide a token's lifetime from `expires_in`, falling back to a JWT `exp`, then a default."""
+    value: float | None = None
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        value = float(raw)
+    elif isinstance(raw, str):
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            value = None
+    if value is None or not math.isfinite(value) or value <= 0:
+        jwt_left = _jwt_exp_seconds(access_token)
+        if jwt_left is not None and jwt_left > 0:
+            value = jwt_left
+        else:
+            if raw is not None:
+                logger.warning("token response has unusable expires_in; assuming %ss", default)
+            value = default
+    return min(value, maximum)
+
+
+def _json_object(body: bytes, status: int) -> dict[str, Any] | None:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _text(data: Mapping[str, Any], name: str) -> str | None:
+    value = data.get(name)
+    return value if isinstance(value, str) else None
+
+
+def parse_error(status: int, body: bytes, endpoint: str) -> TokenRequestRefused:
+    """Turn a 4xx answer into the typed refusal, with the RFC 6749 error when there is one."""
+    data = _json_object(body, status) or {}
+    error = _text(data, "error")
+    description = _text(data, "error_description")
+    if error is None:
+        message = (
+            f"token endpoint {endpoint} refused the request with HTTP {status} "
+            "and no RFC 6749 error code; check the token URL and the client credentials"
+        )
+    else:
+        message = f"token endpoint {endpoint} refused the request: {error}"
+        if description:
+            message += f" ({description[:200]})"
+    return TokenRequestRefused(
+        message,
+        error=error,
+        error_description=description,
+        error_uri=_text(data, "error_uri"),
+        status_code=status,
+    )
+
+
+def parse_token_response(
+    body: bytes,
+    *,
+    status: int = 200,
+    started_at: float,
+    endpoint: str = "the token endpoint",
+    default_lifetime: float = 300.0,
+    max_lifetime: float = 86400.0,
+    token_types: frozenset[str] = SUPPORTED_TOKEN_TYPES,
+) -> Token:
+    """Parse a successful (2xx) token response body into a `Token`.
+
+    Args:
+        body: The response body.
+        status: The HTTP status, for error messages.
+        started_at: Loop time read before the request was sent; expiry counts from it.
+        endpoint: The token URL, for error messages.
+        default_lifetime: Lifetime when `expires_in` is missing or unusable and the token
+            is not a JWT with `exp`.
+        max_lifetime: Clamp for longer lifetimes.
+        token_types: Lower-case token types accepted.
+
+    Raises:
+        MalformedTokenResponse: The body is not a JSON object with a usable token.
+    """
+    data = _json_object(body, status)
+    if data is None:
+        raise MalformedTokenResponse(
+            f"token endpoint {endpoint} answered HTTP {status} with a body that is not a JSON "
+            "object; check that token_url points at the token endpoint",
+            status_code=status,
+        )
+    access_token = data.get("access_token")
+    if not isinstance(access_token, str) or not access_token.strip():
+        raise MalformedTokenResponse(
+            f"token endpoint {endpoint} answered HTTP {status} without an access_token",
+            status_code=status,
+        )
+    token_type = data.get("token_type", "Bearer")
+    if not isinstance(token_type, str) or token_type.lower() not in token_types:
+        raise MalformedTokenResponse(
+            f"token endpoint {endpoint} issued a token of type {str(token_type)[:40]!r}, "
+            f"which tokenflight does not support (supported: {sorted(token_types)})",
+            status_code=status,
+        )
+    lifetime = _lifetime(
+        data.get("expires_in"), access_token, default=default_lifetime, maximum=max_lifetime
+    )
+    scope = data.get("scope")
+    extra = {
+        k: v
+        for k, v in data.items()
+        if k not in ("access_token", "token_type", "expires_in", "scope")
+    }
+    return Token(
+        access_token=access_token,
+        token_type=token_type,
+        expires_in=lifetime,
+        obtained_at=started_at,
+        expires_at=started_at + lifetime,
+        scope=tuple(scope.split()) if isinstance(scope, str) else None,
+        extra=extra,
+    )
