@@ -1,0 +1,360 @@
+"""The bundled identity provider: a real OAuth 2.0 token endpoint on loopback."""
+
+from __future__ import annotations
+
+import heapq
+import json
+import math
+import secrets
+from collections import Counter, deque
+from collections.abc import AsyncGenerator, Callable, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Self, final
+
+import anyio
+import anyio.abc
+from anyio import AsyncContextManagerMixin
+
+from ._http import Request, Response, json_response, serve_connection
+from ._model import (
+    PROFILES,
+    Fault,
+    IdPClient,
+    Profile,
+    TokenRequestRecord,
+    check_lifetime,
+    expires_in_value,
+)
+from ._token import Attempt, Grant, Refusal, check_request, fault_body, parse_request, token_headers
+
+__all__ = ["IdentityProvider"]
+
+_TokenKey = tuple[str, str | None, tuple[str, ...]]
+
+
+@dataclass(slots=True)
+class _Issued:
+    token: str
+    key: _TokenKey
+    expires_at: float
+    whole: bool
+
+
+@dataclass(slots=True)
+class _Pending:
+    fault: Fault
+    remaining: int | None
+
+
+@final
+class IdentityProvider(AsyncContextManagerMixin):
+    """An OAuth 2.0 client-credentials identity provider served over HTTP/1.1 on loopback.
+
+    It runs in the caller's event loop (asyncio or trio) while its ``async with`` block is
+    open; leaving the block closes the listener and every connection.
+
+    Args:
+        profile: The provider to imitate, a key of `PROFILES`.
+        token_lifetime: Seconds a token lives; the profile's default when ``None``.
+        latency: Seconds to wait before answering each token request.
+        host: The address to listen on.
+        port: The port to listen on; ``0`` picks a free one.
+        clock: The clock tokens expire on; the event loop's (`anyio.current_time`) by default.
+        max_records: How many `TokenRequestRecord` to keep in `requests`.
+    """
+
+    def __init__(
+        self,
+        *,
+        profile: str = "generic",
+        token_lifetime: float | None = None,
+        latency: float = 0.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        clock: Callable[[], float] | None = None,
+        max_records: int = 100_000,
+    ) -> None:
+        if profile not in PROFILES:
+            raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+        if token_lifetime is not None:
+            check_lifetime(token_lifetime)
+        if not math.isfinite(latency) or latency < 0:
+            raise ValueError(f"latency must be a finite number >= 0, got {latency}")
+        self.profile: Profile = PROFILES[profile]
+        self.token_lifetime = token_lifetime
+        self.latency = latency
+        #: Answer a token request with the client's current unexpired token when it has one.
+        self.reuse_tokens = False
+        self._host = host
+        self._port = port
+        self._bound_port: int | None = None
+        self._clock = clock or anyio.current_time
+        self._clients: dict[str, IdPClient] = {}
+        self._faults: deque[_Pending] = deque()
+        self._tokens: dict[str, _Issued] = {}
+        self._current: dict[_TokenKey, _Issued] = {}
+        self._expiry: list[tuple[float, str]] = []
+        self._records: deque[TokenRequestRecord] = deque(maxlen=max_records)
+        self._counts: Counter[tuple[str | None, str | None]] = Counter()
+        self.reset_counters()
+
+    def __repr__(self) -> str:
+        where = self.url if self._bound_port is not None else "not running"
+        return f"<IdentityProvider profile={self.profile.name!r} {where}>"
+
+    @asynccontextmanager
+    async def __asynccontextmanager__(self) -> AsyncGenerator[Self]:
+        listener = await anyio.create_tcp_listener(local_host=self._host, local_port=self._port)
+        async with listener, anyio.create_task_group() as tg:
+            self._bound_port = listener.extra(anyio.abc.SocketAttribute.local_port)
+            tg.start_soon(listener.serve, self._serve_connection, tg)
+            try:
+                yield self
+            finally:
+                self._bound_port = None
+                tg.cancel_scope.cancel()
+
+    async def serve_forever(
+        self, *, task_status: anyio.abc.TaskStatus[str] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Serve until cancelled; reports the URL through ``task_status`` (``tg.start``)."""
+        async with self:
+            task_status.started(self.url)
+            await anyio.sleep_forever()
+
+    # -- addresses ----------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The base URL, ``http://127.0.0.1:PORT``; only while running."""
+        if self._bound_port is None:
+            raise RuntimeError("the identity provider is not running; use `async with`")
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self._bound_port}"
+
+    @property
+    def token_url(self) -> str:
+        """The token endpoint's URL, per the profile."""
+        return self.url + self.profile.token_path
+
+    @property
+    def resource_url(self) -> str:
+        """The URL of a protected resource that accepts this provider's tokens."""
+        return self.url + "/api/resource"
+
+    # -- clients and faults -------------------------------------------------------------
+
+    @property
+    def clients(self) -> dict[str, IdPClient]:
+        """The registered clients by id (a copy)."""
+        return dict(self._clients)
+
+    def add_client(
+        self,
+        client_id: str,
+        secret: str | None = None,
+        *,
+        audiences: Iterable[str] | None = None,
+        scopes: Iterable[str] | None = None,
+        default_audience: str | None = None,
+        token_lifetime: float | None = None,
+    ) -> IdPClient:
+        """Register (or replace) a client; a random secret when ``secret`` is ``None``."""
+        client = IdPClient(
+            client_id=client_id,
+            secret=secrets.token_urlsafe(24) if secret is None else secret,
+            audiences=None if audiences is None else frozenset(audiences),
+            scopes=None if scopes is None else tuple(scopes),
+            default_audience=default_audience,
+            token_lifetime=token_lifetime,
+        )
+        self._clients[client_id] = client
+        return client
+
+    def inject(self, fault: Fault, count: int | None = 1) -> None:
+        """Apply ``fault`` to the next ``count`` token requests (``None``: until cleared).
+
+        Faults queue up in order: a fault applies after the ones injected before it are used up.
+        """
+        if count is not None and count < 1:
+            raise ValueError(f"count must be >= 1 or None, got {count}")
+        self._faults.append(_Pending(fault, count))
+
+    def clear_faults(self) -> None:
+        """Forget every injected fault."""
+        self._faults.clear()
+
+    # -- counters -----------------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[TokenRequestRecord]:
+        """The token requests received, oldest first (at most ``max_records``)."""
+        return list(self._records)
+
+    def token_requests_for(self, client_id: str | None = None, audience: str | None = None) -> int:
+        """How many token requests came from ``client_id`` for ``audience`` (``None``: any)."""
+        return sum(
+            n
+            for (cid, aud), n in self._counts.items()
+            if (client_id is None or cid == client_id) and (audience is None or aud == audience)
+        )
+
+    def reset_counters(self) -> None:
+        """Zero every counter and forget the request records (issued tokens stay valid)."""
+        self.token_requests = 0
+        self.connections = 0
+        self.resource_requests = 0
+        self.resource_rejections = 0
+        self._records.clear()
+        self._counts.clear()
+
+    # -- serving ------------------------------------------------------------------------
+
+    async def _serve_connection(self, stream: anyio.abc.SocketStream) -> None:
+        self.connections += 1
+        await serve_connection(stream, self._dispatch)
+
+    async def _dispatch(self, request: Request) -> Response:
+        path = request.path
+        if path == self.profile.token_path:
+            if request.method != "POST":
+                return json_response(405, {"error": "method_not_allowed"}, [("Allow", "POST")])
+            return await self._token_endpoint(request)
+        if path == "/api" or path.startswith("/api/"):
+            return self._resource(request)
+        return json_response(404, {"error": "not_found"})
+
+    async def _token_endpoint(self, request: Request) -> Response:
+        arrived = self._clock()
+        self.token_requests += 1
+        fault = self._take_fault()
+        delay = self.latency + (fault.delay if fault is not None else 0.0)
+        if delay > 0:
+            await anyio.sleep(delay)
+        attempt = parse_request(request)
+        if fault is not None and (fault.drop or fault.status is not None):
+            response = _fault_response(fault)
+        else:
+            response = self._answer(attempt)
+            if fault is not None:
+                response.headers = [*response.headers, *fault.headers.items()]
+        self._record(arrived, attempt, None if response.drop else response.status)
+        return response
+
+    def _take_fault(self) -> Fault | None:
+        if not self._faults:
+            return None
+        pending = self._faults[0]
+        if pending.remaining is not None:
+            pending.remaining -= 1
+            if pending.remaining == 0:
+                self._faults.popleft()
+        return pending.fault
+
+    def _answer(self, attempt: Attempt) -> Response:
+        try:
+            grant = check_request(attempt, self.profile, self._clients)
+        except Refusal as refusal:
+            return refusal.response(self.profile)
+        now = self._clock()
+        self._prune(now)
+        issued = self._reusable(grant, now) if self.reuse_tokens else None
+        if issued is None:
+            lifetime = self._lifetime(grant.client)
+            issued = self._issue(grant, now, lifetime)
+            expires_in = expires_in_value(lifetime)
+        else:
+            expires_in = self._remaining(issued, now)
+        payload: dict[str, object] = {
+            "access_token": issued.token,
+            "token_type": self.profile.token_type,
+            "expires_in": expires_in,
+        }
+        if grant.scope and self.profile.include_scope:
+            payload["scope"] = " ".join(grant.scope)
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        return Response(200, token_headers(), body)
+
+    def _lifetime(self, client: IdPClient) -> float:
+        if client.token_lifetime is not None:
+            return client.token_lifetime
+        if self.token_lifetime is not None:
+            return self.token_lifetime
+        return self.profile.token_lifetime
+
+    def _issue(self, grant: Grant, now: float, lifetime: float) -> _Issued:
+        key: _TokenKey = (grant.client.client_id, grant.audience, grant.scope)
+        issued = _Issued(
+            secrets.token_urlsafe(32), key, now + lifetime, float(lifetime).is_integer()
+        )
+        self._tokens[issued.token] = issued
+        self._current[key] = issued
+        heapq.heappush(self._expiry, (issued.expires_at, issued.token))
+        return issued
+
+    def _reusable(self, grant: Grant, now: float) -> _Issued | None:
+        issued = self._current.get((grant.client.client_id, grant.audience, grant.scope))
+        if issued is None or self._remaining(issued, now) <= 0:
+            return None
+        return issued
+
+    @staticmethod
+    def _remaining(issued: _Issued, now: float) -> int | float:
+        remaining = max(issued.expires_at - now, 0.0)
+        return math.floor(remaining) if issued.whole else round(remaining, 3)
+
+    def _prune(self, now: float) -> None:
+        expiry = self._expiry
+        while expiry and expiry[0][0] <= now:
+            _, token = heapq.heappop(expiry)
+            issued = self._tokens.pop(token, None)
+            if issued is not None and self._current.get(issued.key) is issued:
+                del self._current[issued.key]
+
+    def _record(self, arrived: float, attempt: Attempt, status: int | None) -> None:
+        self._counts[(attempt.client_id, attempt.audience)] += 1
+        if self._records.maxlen == 0:
+            return
+        record = TokenRequestRecord(
+            time=arrived,
+            client_id=attempt.client_id,
+            audience=attempt.audience,
+            resource=attempt.resource,
+            scope=attempt.form.get("scope"),
+            auth_method=attempt.auth_method,
+            status=status,
+            form=attempt.public_form(),
+        )
+        self._records.append(record)
+
+    # -- protected resource -------------------------------------------------------------
+
+    def _resource(self, request: Request) -> Response:
+        self.resource_requests += 1
+        scheme, _, token = request.headers.get("authorization", "").strip().partition(" ")
+        issued = self._tokens.get(token.strip()) if scheme.lower() == "bearer" else None
+        if issued is not None and issued.expires_at <= self._clock():
+            issued = None
+        if issued is None:
+            self.resource_rejections += 1
+            challenge = ("WWW-Authenticate", 'Bearer error="invalid_token"')
+            return json_response(401, {"error": "invalid_token"}, [challenge])
+        if request.path == "/api/forbidden":
+            challenge = ("WWW-Authenticate", 'Bearer error="insufficient_scope"')
+            return json_response(403, {"error": "insufficient_scope"}, [challenge])
+        client_id, audience, _ = issued.key
+        return json_response(200, {"ok": True, "client_id": client_id, "audience": audience})
+
+
+def _fault_response(fault: Fault) -> Response:
+    status = fault.status if fault.status is not None else 200
+    body = fault.body if fault.body is not None else fault_body(status)
+    return Response(
+        status,
+        list(fault.headers.items()),
+        body,
+        content_type=fault.content_type,
+        drop=fault.drop,
+        partial=fault.drop and fault.status is not None,
+    )
