@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Self, final
@@ -24,6 +25,7 @@ from ._config import (
 from ._endpoint import TokenEndpoint, TokenRequest
 from ._errors import (
     ConfigurationError,
+    MalformedTokenResponse,
     ManagerClosedError,
     TenantResolutionError,
     TokenError,
@@ -133,7 +135,8 @@ class TokenManager(anyio.AsyncContextManagerMixin):
                 client, retry=self._retry, refresh=self._refresh, clock=self._clock
             )
             self._fetch_limiter = anyio.Semaphore(self._max_fetches)
-            self._refresh_limiter = anyio.Semaphore(self._refresh.max_concurrent)
+            self._refreshing = 0
+            self._refresh_queue: deque[Slot] = deque()
             self._scheduler = RefreshScheduler(self._clock, self._on_due)
             tg = await stack.enter_async_context(anyio.create_task_group())
             tg.start_soon(self._scheduler.run)
@@ -319,8 +322,13 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             if flight.error is not None:
                 raise flight.error._clone()
             token = flight.token
-            if token is not None and self._clock() < token.expires_at:
-                return token
+            if token is None or self._clock() >= token.expires_at:
+                # Asking again would loop on a provider that issues spent tokens.
+                raise MalformedTokenResponse(
+                    f"token endpoint {slot.creds.token_url} issued a token that had expired "
+                    "by the time it arrived; check the provider's expires_in"
+                )
+            return token  # the fresh token, even if shorter-lived than min_ttl
 
     async def _create_slot(self, key: SlotKey) -> Slot:
         if key.scopes is not None:
@@ -406,6 +414,11 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         assert self._tg is not None
         flight = Flight(background=background)
         slot.flight = flight
+        # While it flies, only the end of the current token's usability needs watching.
+        if slot.fresh:
+            self._scheduler.schedule(slot, slot.usable_until)
+        else:
+            self._scheduler.cancel(slot)
         self._in_flight += 1
         self._tg.start_soon(self._fly, slot, flight)
         return flight
@@ -425,9 +438,10 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             raise
         finally:
             self._in_flight -= 1
-            if flight.background:
-                self._refresh_limiter.release()
             slot.flight = None
+            if flight.background:
+                self._refreshing -= 1
+                self._start_queued_refreshes()
             if not isinstance(flight.error, ManagerClosedError):
                 self._settle(slot, flight)
             flight.done.set()
@@ -475,6 +489,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             # The server handed back the token it issued before: keep the original expiry,
             # hand it out until then and do not ask again early (that would loop).
             slot.usable_until = old.expires_at
+            slot.fresh = self._clock() < slot.usable_until
             slot.refresh_at = None
             return
         policy = self._refresh
@@ -502,13 +517,21 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             error.message,
         )
 
-    async def _on_due(self, slot: Slot) -> None:
-        """The scheduler's callback: expire, evict, refresh, then plan the next look."""
-        if slot.evicted or slot.flight is not None:
-            return  # a running flight reschedules the slot when it lands
+    def _on_due(self, slot: Slot) -> None:
+        """The scheduler's callback: expire, evict, refresh, then plan the next look.
+
+        Never waits: the scheduler also clears `fresh` flags on time, which the fast
+        path relies on, so a refresh beyond the concurrency limit is queued instead.
+        """
+        if slot.evicted:
+            return
         now = self._clock()
         if slot.fresh and now >= slot.usable_until:
             slot.fresh = False
+        if slot.flight is not None:  # it reschedules the slot when it lands
+            if slot.fresh:
+                self._scheduler.schedule(slot, slot.usable_until)
+            return
         if now >= slot.idle_check_at:
             if slot.is_idle():
                 self._evict(slot)
@@ -516,15 +539,23 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             slot.uses_at_idle_check = slot.uses()
             slot.idle_check_at = now + self._refresh.idle_timeout
         if slot.refresh_at is not None and now >= slot.refresh_at:
+            slot.refresh_at = None
             if slot.was_used_since_fetch():
-                await self._refresh_limiter.acquire()
-                if slot.flight is None and not slot.evicted and self._tg is not None:
+                if self._refreshing < self._refresh.max_concurrent:
+                    self._refreshing += 1
                     self._start_flight(slot, background=True)
                     return
-                self._refresh_limiter.release()
-                return
-            slot.refresh_at = None  # nobody used it since it arrived: let it lapse
+                self._refresh_queue.append(slot)
+            # else nobody used it since it arrived: let it lapse
         self._scheduler.schedule(slot, slot.next_wakeup())
+
+    def _start_queued_refreshes(self) -> None:
+        while self._refresh_queue and self._refreshing < self._refresh.max_concurrent:
+            slot = self._refresh_queue.popleft()
+            if slot.evicted or slot.flight is not None or self._tg is None:
+                continue
+            self._refreshing += 1
+            self._start_flight(slot, background=True)
 
     # -- eviction --------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import anyio
 
@@ -22,9 +22,7 @@ __all__ = ["RefreshScheduler"]
 class RefreshScheduler:
     """Calls `on_due(slot)` at (or soon after) the time each slot asked for."""
 
-    def __init__(
-        self, clock: Callable[[], float], on_due: Callable[[Slot], Awaitable[None]]
-    ) -> None:
+    def __init__(self, clock: Callable[[], float], on_due: Callable[[Slot], None]) -> None:
         self._clock = clock
         self._on_due = on_due
         self._heap: list[tuple[float, int, Slot]] = []
@@ -69,7 +67,7 @@ class RefreshScheduler:
         while True:
             slot = self._pop_due(self._clock())
             if slot is not None:
-                await self._on_due(slot)
+                self._on_due(slot)
                 continue
             self._wakeup = anyio.Event()
             delay = self._heap[0][0] - self._clock() if self._heap else math.inf
