@@ -64,6 +64,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="ID:SECRET",
         help="a client to accept (repeatable); default demo-client:demo-secret",
     )
+    idp.add_argument(
+        "--admin",
+        action="store_true",
+        help="serve the unauthenticated control endpoints under /_admin/ (benchmarks, tests)",
+    )
 
     bench = sub.add_parser("bench", help="run the benchmarks (from a source checkout)")
     bench.add_argument("args", nargs=argparse.REMAINDER, help="passed to benchmarks/run.py")
@@ -180,7 +185,11 @@ async def _serve_idp(args: argparse.Namespace, out: TextIO) -> None:
     from .testing import IdentityProvider
 
     idp = IdentityProvider(
-        profile=args.profile, token_lifetime=args.lifetime, latency=args.latency, port=args.port
+        profile=args.profile,
+        token_lifetime=args.lifetime,
+        latency=args.latency,
+        port=args.port,
+        admin=args.admin,
     )
     for spec in args.client or ["demo-client:demo-secret"]:
         client_id, sep, secret = spec.partition(":")

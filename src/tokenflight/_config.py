@@ -6,19 +6,28 @@ import ipaddress
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, final
+from typing import Any, Literal, final
 from urllib.parse import urlsplit
 
 from ._errors import ConfigurationError
 
 __all__ = ["AuthMethod", "ClientCredentials", "RefreshPolicy", "RetryPolicy"]
 
-AuthMethod = Literal["client_secret_basic", "client_secret_post"]
-AUTH_METHODS: tuple[str, ...] = ("client_secret_basic", "client_secret_post")
+AuthMethod = Literal[
+    "client_secret_basic", "client_secret_post", "client_secret_jwt", "private_key_jwt", "auto"
+]
+AUTH_METHODS: tuple[str, ...] = (
+    "client_secret_basic",
+    "client_secret_post",
+    "client_secret_jwt",
+    "private_key_jwt",
+    "auto",
+)
 
 # Form fields the library sets itself; `extra_params` may not override them.
 RESERVED_PARAMS = frozenset(
     {"grant_type", "client_id", "client_secret", "scope", "audience", "resource"}
+    | {"client_assertion", "client_assertion_type"}
 )
 
 
@@ -62,11 +71,24 @@ class ClientCredentials:
 
     Args:
         token_url: The token endpoint. https is required except for loopback addresses or
-            with `allow_insecure_http=True`.
+            with `allow_insecure_http=True`. Leave it out and set `issuer` to discover it.
         client_id: The OAuth client id.
-        client_secret: The client secret. Never shown in `repr`, logs or errors.
-        auth_method: `client_secret_basic` (HTTP Basic, RFC 6749 section 2.3.1) or
-            `client_secret_post` (id and secret in the form body).
+        client_secret: The client secret. Never shown in `repr`, logs or errors. Not needed
+            for `private_key_jwt`.
+        auth_method: `client_secret_basic` (HTTP Basic, RFC 6749 section 2.3.1),
+            `client_secret_post` (id and secret in the form body), `client_secret_jwt` or
+            `private_key_jwt` (a signed assertion, RFC 7523), or `auto` (Basic, then the form
+            body on `invalid_client`). Default: `private_key_jwt` with a `private_key`, else
+            the strongest the discovered server supports, else `client_secret_basic`.
+        issuer: The authorization server's issuer; without `token_url`, the token endpoint
+            and auth methods are discovered (RFC 8414, then OpenID Connect discovery).
+        private_key: For `private_key_jwt`: a PEM string or a JWK dict. Never shown.
+        key_id: The `kid` header of assertions (default: the JWK's own `kid`, if any).
+        signing_alg: RS256, PS256 or ES256 (`private_key_jwt`; default from the key) or
+            HS256 (`client_secret_jwt`).
+        assertion_audience: The assertion's `aud`: the token endpoint by default, `"issuer"`
+            for the issuer, or an explicit URL.
+        assertion_lifetime: Seconds an assertion is valid (`exp - iat`).
         scopes: Default scopes, used when `get_token` is called without `scopes`.
         audience: Default `audience` form field (Auth0 and others).
         resource: Default RFC 8707 `resource` indicator(s).
@@ -74,10 +96,17 @@ class ClientCredentials:
         allow_insecure_http: Allow a plain-http token URL that is not loopback.
     """
 
-    token_url: str
+    token_url: str | None = None
     client_id: str
-    client_secret: str = field(repr=False)
-    auth_method: AuthMethod = "client_secret_basic"
+    client_secret: str | None = field(default=None, repr=False)
+    auth_method: AuthMethod | None = None
+    issuer: str | None = None
+    private_key: str | Mapping[str, Any] | None = field(default=None, repr=False)
+    key_id: str | None = None
+    signing_alg: str | None = None
+    assertion_audience: str | None = None
+    assertion_lifetime: float = 60.0
+    _signing_key: Any = field(default=None, init=False, repr=False, compare=False)
     scopes: tuple[str, ...] = ()
     audience: str | None = None
     resource: str | tuple[str, ...] | None = None
@@ -85,19 +114,9 @@ class ClientCredentials:
     allow_insecure_http: bool = False
 
     def __post_init__(self) -> None:
-        if not isinstance(self.token_url, str):
-            raise ConfigurationError("token_url must be a string")
-        _check_url("token_url", self.token_url, allow_http=self.allow_insecure_http)
-        if not isinstance(self.client_id, str) or not self.client_id:
-            raise ConfigurationError("client_id must be a non-empty string")
-        if not isinstance(self.client_secret, str) or not self.client_secret:
-            raise ConfigurationError(
-                f"client_secret for client {self.client_id!r} is missing or empty"
-            )
-        if self.auth_method not in AUTH_METHODS:
-            raise ConfigurationError(
-                f"auth_method {self.auth_method!r} is not supported; use one of {AUTH_METHODS}"
-            )
+        from ._client_auth import check_credentials
+
+        check_credentials(self, _check_url)
         object.__setattr__(self, "scopes", _scope_tuple("scopes", self.scopes))
         object.__setattr__(self, "resource", _normalize_resource(self.resource))
         if self.audience is not None and (not isinstance(self.audience, str) or not self.audience):

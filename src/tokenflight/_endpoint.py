@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from urllib.parse import quote_plus
 
@@ -19,6 +19,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from ._client_auth import apply_client_auth, fetch_with_auth
 from ._config import ClientCredentials, RefreshPolicy, RetryPolicy
 from ._errors import ConfigurationError, MalformedTokenResponse, TokenEndpointUnavailable
 from ._token import Token, parse_error, parse_retry_after, parse_token_response
@@ -54,16 +55,13 @@ def basic_authorization(client_id: str, client_secret: str) -> str:
 
 
 def build_form(
-    creds: ClientCredentials, request: TokenRequest
+    creds: ClientCredentials, request: TokenRequest, *, method: str | None = None
 ) -> tuple[dict[str, str | list[str]], dict[str, str]]:
-    """The form fields and headers of a token request."""
+    """The form fields and headers of a token request (`method` overrides `auth_method`)."""
     form: dict[str, str | list[str]] = {"grant_type": "client_credentials"}
     headers = {"Accept": "application/json"}
-    if creds.auth_method == "client_secret_basic":
-        headers["Authorization"] = basic_authorization(creds.client_id, creds.client_secret)
-    else:
-        form["client_id"] = creds.client_id
-        form["client_secret"] = creds.client_secret
+    method = method or creds.auth_method or "client_secret_basic"
+    apply_client_auth(creds, method, creds.token_url or "", form, headers)
     if request.scopes:
         form["scope"] = " ".join(request.scopes)
     if request.audience is not None:
@@ -108,9 +106,27 @@ class TokenEndpoint:
         self._retry = retry
         self._refresh = refresh
         self._clock = clock
+        #: For `auth_method="auto"`: the method that worked, per token URL.
+        self.auto_methods: dict[str, str] = {}
 
     async def fetch(self, creds: ClientCredentials, request: TokenRequest) -> Token:
         """Get a new token, retrying transient failures within the policy's budget.
+
+        With `auth_method="auto"`, Basic is tried first and the form body once on
+        `invalid_client`; what worked is remembered per token URL.
+
+        Raises:
+            TokenRequestRefused: The provider said no (not retried).
+            TokenEndpointUnavailable: Transport errors, 5xx or 429 outlasted the budget.
+            MalformedTokenResponse: The answer is not a usable token.
+            ConfigurationError: The endpoint redirected, or was not discovered.
+        """
+        return await fetch_with_auth(self, creds, request)
+
+    async def fetch_with(
+        self, creds: ClientCredentials, request: TokenRequest, method: str
+    ) -> Token:
+        """Get a new token authenticating with `method`, retrying transient failures.
 
         Raises:
             TokenRequestRefused: The provider said no (not retried).
@@ -126,13 +142,14 @@ class TokenEndpoint:
             retry=retry_if_exception_type(_Retryable),
             reraise=True,
         )
-        form, headers = build_form(creds, request)
         attempts = 0
+        url = creds.token_url or ""
 
         async def attempt() -> Token:
             nonlocal attempts
             attempts += 1
-            return await self._attempt(creds.token_url, form, headers, attempts)
+            form, headers = build_form(creds, request, method=method)  # fresh assertion each
+            return await self._attempt(url, form, headers, attempts)
 
         try:
             with anyio.fail_after(policy.total_timeout):
@@ -140,16 +157,16 @@ class TokenEndpoint:
         except _Retryable as exc:
             raise TokenEndpointUnavailable(
                 f"{exc.message} (gave up after {attempts} attempt(s))",
-                endpoint=creds.token_url,
+                endpoint=url,
                 attempts=attempts,
                 status_code=exc.status_code,
                 retry_after=exc.retry_after,
             ) from exc
         except TimeoutError as exc:
             raise TokenEndpointUnavailable(
-                f"token endpoint {creds.token_url} gave no token within the retry budget of "
+                f"token endpoint {url} gave no token within the retry budget of "
                 f"{policy.total_timeout}s ({attempts} attempt(s))",
-                endpoint=creds.token_url,
+                endpoint=url,
                 attempts=attempts,
             ) from exc
 
@@ -167,8 +184,12 @@ class TokenEndpoint:
                 body = await _read_capped(response, url)
         except httpx.TransportError as exc:
             raise _Retryable(
-                f"could not reach token endpoint {url}: {type(exc).__name__}: {exc}",
+                f"could not reach token endpoint {url}: {_describe(exc)}",
                 endpoint=url,
+            ) from exc
+        except httpx.DecodingError as exc:  # a RequestError, but not a transport one
+            raise MalformedTokenResponse(
+                f"token endpoint {url} sent a body that could not be decoded: {exc}",
             ) from exc
         return self._interpret(url, response, body, started)
 
@@ -205,6 +226,27 @@ class TokenEndpoint:
         )
 
 
+def _describe(exc: BaseException) -> str:
+    """`Type: text` of an error, with the first underlying cause that says something.
+
+    httpx errors raised under trio often have an empty text (a TLS verification failure is
+    only in the chained `ssl.SSLCertVerificationError`).
+    """
+    parts = [type(exc).__name__]
+    current: BaseException | None = exc
+    for _ in range(6):
+        if current is None:
+            break
+        text = str(current)
+        if text:
+            if current is not exc:
+                parts.append(type(current).__name__)
+            parts.append(text)
+            break
+        current = current.__cause__ or current.__context__
+    return ": ".join(parts)
+
+
 async def _read_capped(response: httpx.Response, url: str) -> bytes:
     """Read the body, refusing (without reading on) anything over MAX_BODY_BYTES."""
     too_big = MalformedTokenResponse(
@@ -212,13 +254,30 @@ async def _read_capped(response: httpx.Response, url: str) -> bytes:
         status_code=response.status_code,
     )
     declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+    if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise too_big
     chunks: list[bytes] = []
     size = 0
-    async for chunk in response.aiter_bytes():
+    body = response.aiter_bytes()
+    async for chunk in body:
         size += len(chunk)
         if size > MAX_BODY_BYTES:
+            await _abandon(response, body)
             raise too_big
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def _abandon(response: httpx.Response, body: AsyncIterator[bytes]) -> None:
+    """Stop reading a body half-way without leaving httpx's nested generators suspended.
+
+    Closing the response closes the stream under the generators, so one more step makes
+    each of them finish (with an error or the end of the stream) instead of being
+    garbage collected mid-iteration, which trio reports as a ResourceWarning.
+    """
+    await response.aclose()
+    for _ in range(3):  # a well-behaved closed stream ends at once; never read on for long
+        try:
+            await body.__anext__()
+        except Exception:  # StopAsyncIteration, or the closed stream's own error
+            return

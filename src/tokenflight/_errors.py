@@ -46,7 +46,10 @@ class TokenError(Exception):
 
     def _clone(self) -> TokenError:
         # Each waiter raises its own copy so that tracebacks do not pile up on one shared instance.
-        return copy.copy(self)
+        clone = copy.copy(self)
+        clone.__cause__ = self.__cause__  # copy.copy drops the chain; keep the root cause
+        clone.__suppress_context__ = self.__suppress_context__
+        return clone
 
 
 class TokenRequestRefused(TokenError):

@@ -22,6 +22,7 @@ from ._config import (
     normalize_resource,
     normalize_scopes,
 )
+from ._discovery import Discovery
 from ._endpoint import TokenEndpoint, TokenRequest
 from ._errors import (
     ConfigurationError,
@@ -121,6 +122,9 @@ class TokenManager(anyio.AsyncContextManagerMixin):
 
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncGenerator[Self]:
+        # The caller's block runs inside our task group, which would wrap its exceptions in
+        # an ExceptionGroup; hold the block's own error and raise it as is, after the group.
+        error: Exception | None = None
         async with AsyncExitStack() as stack:
             client = self._http_client
             if client is None:
@@ -134,6 +138,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             self._endpoint = TokenEndpoint(
                 client, retry=self._retry, refresh=self._refresh, clock=self._clock
             )
+            self._discovery = Discovery(client)
             self._fetch_limiter = anyio.Semaphore(self._max_fetches)
             self._refreshing = 0
             self._refresh_queue: deque[Slot] = deque()
@@ -143,6 +148,8 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             self._tg = tg
             try:
                 yield self
+            except Exception as exc:
+                error = exc
             finally:
                 self._tg = None
                 tg.cancel_scope.cancel()
@@ -151,6 +158,8 @@ class TokenManager(anyio.AsyncContextManagerMixin):
                 self._slots.clear()
                 self._default_slots.clear()
                 self._tenant_slots.clear()
+        if error is not None:
+            raise error
 
     # -- tenants ---------------------------------------------------------------------
 
@@ -352,10 +361,12 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             slot = Slot(key=canonical, creds=creds, request=request)
             slot.idle_check_at = self._clock() + self._refresh.idle_timeout
             self._slots[canonical] = slot
+            slot.aliases.append(canonical)  # so that eviction removes it from `_slots` too
             self._tenant_slots.setdefault(key.tenant, []).append(slot)
         # The caller's spelling (defaults left out) is an alias of the canonical key.
-        self._slots[key] = slot
-        slot.aliases.append(key)
+        if key not in slot.aliases:
+            self._slots[key] = slot
+            slot.aliases.append(key)
         if key.audience is None and key.resource is None and key.scopes is None:
             self._default_slots[key.tenant] = slot
         return slot
@@ -447,6 +458,8 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             flight.done.set()
 
     async def _obtain(self, slot: Slot, flight: Flight) -> Token:
+        if slot.creds.token_url is None:  # discovered once per issuer, then kept on the slot
+            slot.creds = await self._discovery.resolve(slot.creds)
         if self._store is None:
             return await self._endpoint.fetch(slot.creds, slot.request)
         fetched = False

@@ -47,7 +47,7 @@ def store_key(slot: Slot) -> str:
     request = slot.request
     resource = request.resource
     parts = [
-        slot.creds.token_url,
+        slot.creds.token_url or slot.creds.issuer or "",
         slot.creds.client_id,
         request.audience or "",
         resource if isinstance(resource, str) else " ".join(resource or ()),

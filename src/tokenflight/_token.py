@@ -54,15 +54,15 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # not str.isdigit alone: "²" is a digit too
         return float(value)
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        if when.tzinfo is None:
+            return None
+        return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    except (TypeError, ValueError, IndexError, OverflowError, OSError):
         return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def _jwt_exp_seconds(access_token: str) -> float | None:
@@ -72,19 +72,25 @@ def _jwt_exp_seconds(access_token: str) -> float | None:
         return None
     try:
         payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
         return None
     exp = payload.get("exp") if isinstance(payload, dict) else None
-    if isinstance(exp, bool) or not isinstance(exp, (int, float)) or not math.isfinite(exp):
+    if isinstance(exp, bool) or not isinstance(exp, (int, float)):
         return None
-    return float(exp) - time.time()
+    try:
+        left = float(exp) - time.time()  # an int too large for a float is no usable exp
+    except OverflowError:
+        return None
+    return left if math.isfinite(left) else None
 
 
 def _lifetime(raw: object, access_token: str, *, default: float, maximum: float) -> float:
     """Decide a token's lifetime from `expires_in`, falling back to a JWT `exp`, then a default."""
     value: float | None = None
-    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
-        value = float(raw)
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        value = float(min(raw, 2**63))  # absurdly large ints are clamped below, not an error
+    elif isinstance(raw, float):
+        value = raw
     elif isinstance(raw, str):
         try:
             value = float(raw.strip())

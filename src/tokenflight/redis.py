@@ -452,7 +452,7 @@ class RedisTokenStore:
             raise _Unavailable from exc
         if self._down:
             self._down = False
-            logger.info("Redis at %s answers again: sharing tokens with the fleet", self._where)
+            logger.info("Redis at %s is available again: sharing tokens again", self._where)
         return result
 
     def _mark_down(self, exc: BaseException) -> None:

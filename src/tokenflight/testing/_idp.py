@@ -7,10 +7,10 @@ import json
 import math
 import secrets
 from collections import Counter, deque
-from collections.abc import AsyncGenerator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Self, final
+from typing import Any, Self, final
 
 import anyio
 import anyio.abc
@@ -26,7 +26,9 @@ from ._model import (
     check_lifetime,
     expires_in_value,
 )
+from ._standards import METADATA_PATHS, AccessTokenSigner, metadata_response
 from ._token import Attempt, Grant, Refusal, check_request, fault_body, parse_request, token_headers
+from ._verify import JtiCache, verify_client_assertion
 
 __all__ = ["IdentityProvider"]
 
@@ -62,6 +64,13 @@ class IdentityProvider(AsyncContextManagerMixin):
         port: The port to listen on; ``0`` picks a free one.
         clock: The clock tokens expire on; the event loop's (`anyio.current_time`) by default.
         max_records: How many `TokenRequestRecord` to keep in `requests`.
+        admin: Serve the control endpoints under ``/_admin/`` (for a provider running in
+            another process, such as the benchmarks'): ``GET /_admin/stats`` (counters as
+            JSON; ``?records=1`` adds ``[time, status]`` of each token request),
+            ``POST /_admin/reset`` (zero the counters, clear the faults),
+            ``POST /_admin/fault`` (a `Fault` as JSON plus ``count``) and
+            ``POST /_admin/clients`` (``{"clients": [{"client_id", "secret",
+            "token_lifetime"?}]}``). Unauthenticated: loopback and tests only.
     """
 
     def __init__(
@@ -74,6 +83,7 @@ class IdentityProvider(AsyncContextManagerMixin):
         port: int = 0,
         clock: Callable[[], float] | None = None,
         max_records: int = 100_000,
+        admin: bool = False,
     ) -> None:
         if profile not in PROFILES:
             raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
@@ -86,6 +96,15 @@ class IdentityProvider(AsyncContextManagerMixin):
         self.latency = latency
         #: Answer a token request with the client's current unexpired token when it has one.
         self.reuse_tokens = False
+        #: Issue signed JWT access tokens and leave out ``expires_in`` (clients read ``exp``).
+        self.jwt_access_tokens = False
+        #: Discovery documents served (RFC 8414 and OpenID Connect), and fields overridden.
+        self.metadata_documents = set(METADATA_PATHS.values())
+        self.metadata_overrides: dict[str, object] = {}
+        self.metadata_requests = 0
+        self._jti = JtiCache()
+        self._signer = AccessTokenSigner()
+        self.admin = admin
         self._host = host
         self._port = port
         self._bound_port: int | None = None
@@ -159,8 +178,12 @@ class IdentityProvider(AsyncContextManagerMixin):
         scopes: Iterable[str] | None = None,
         default_audience: str | None = None,
         token_lifetime: float | None = None,
+        public_key: str | Mapping[str, Any] | None = None,
     ) -> IdPClient:
-        """Register (or replace) a client; a random secret when ``secret`` is ``None``."""
+        """Register (or replace) a client; a random secret when ``secret`` is ``None``.
+
+        ``public_key`` (PEM, JWK or JWKS) lets the client use ``private_key_jwt``.
+        """
         client = IdPClient(
             client_id=client_id,
             secret=secrets.token_urlsafe(24) if secret is None else secret,
@@ -168,6 +191,7 @@ class IdentityProvider(AsyncContextManagerMixin):
             scopes=None if scopes is None else tuple(scopes),
             default_audience=default_audience,
             token_lifetime=token_lifetime,
+            public_key=public_key,
         )
         self._clients[client_id] = client
         return client
@@ -223,6 +247,18 @@ class IdentityProvider(AsyncContextManagerMixin):
             return await self._token_endpoint(request)
         if path == "/api" or path.startswith("/api/"):
             return self._resource(request)
+        if path in METADATA_PATHS:
+            self.metadata_requests += 1
+            return metadata_response(
+                path,
+                issuer=self.url,
+                token_url=self.token_url,
+                profile=self.profile,
+                served=self.metadata_documents,
+                overrides=self.metadata_overrides,
+            )
+        if self.admin and path.startswith("/_admin/"):
+            return self._admin(request)
         return json_response(404, {"error": "not_found"})
 
     async def _token_endpoint(self, request: Request) -> Response:
@@ -253,6 +289,9 @@ class IdentityProvider(AsyncContextManagerMixin):
         return pending.fault
 
     def _answer(self, attempt: Attempt) -> Response:
+        if attempt.auth_method == "private_key_jwt" and attempt.problem is None:
+            audiences = (self.token_url, self.url)
+            verify_client_assertion(attempt, self._clients, audiences=audiences, jti=self._jti)
         try:
             grant = check_request(attempt, self.profile, self._clients)
         except Refusal as refusal:
@@ -273,6 +312,8 @@ class IdentityProvider(AsyncContextManagerMixin):
         }
         if grant.scope and self.profile.include_scope:
             payload["scope"] = " ".join(grant.scope)
+        if self.jwt_access_tokens:
+            del payload["expires_in"]
         body = json.dumps(payload, separators=(",", ":")).encode()
         return Response(200, token_headers(), body)
 
@@ -285,9 +326,12 @@ class IdentityProvider(AsyncContextManagerMixin):
 
     def _issue(self, grant: Grant, now: float, lifetime: float) -> _Issued:
         key: _TokenKey = (grant.client.client_id, grant.audience, grant.scope)
-        issued = _Issued(
-            secrets.token_urlsafe(32), key, now + lifetime, float(lifetime).is_integer()
-        )
+        value = secrets.token_urlsafe(32)
+        if self.jwt_access_tokens:
+            value = self._signer.sign(
+                issuer=self.url, client_id=key[0], audience=key[1], lifetime=lifetime
+            )
+        issued = _Issued(value, key, now + lifetime, float(lifetime).is_integer())
         self._tokens[issued.token] = issued
         self._current[key] = issued
         heapq.heappush(self._expiry, (issued.expires_at, issued.token))
@@ -327,6 +371,51 @@ class IdentityProvider(AsyncContextManagerMixin):
             form=attempt.public_form(),
         )
         self._records.append(record)
+
+    # -- control endpoints (admin=True) --------------------------------------------------
+
+    def _admin(self, request: Request) -> Response:
+        route = (request.method, request.path)
+        try:
+            body = json.loads(request.body or b"{}") if request.method == "POST" else {}
+            if route == ("GET", "/_admin/stats"):
+                return json_response(200, self._admin_stats("records=1" in request.query))
+            if route == ("POST", "/_admin/reset"):
+                self.reset_counters()
+                self.clear_faults()
+                return json_response(200, {"now": self._clock()})
+            if route == ("POST", "/_admin/fault"):
+                count = body.pop("count", 1)
+                raw = body.pop("body", None)
+                self.inject(
+                    Fault(**body, body=None if raw is None else raw.encode()),
+                    count=count,
+                )
+                return json_response(200, {"queued": len(self._faults)})
+            if route == ("POST", "/_admin/clients"):
+                for spec in body["clients"]:
+                    self.add_client(
+                        spec["client_id"],
+                        spec["secret"],
+                        token_lifetime=spec.get("token_lifetime"),
+                    )
+                return json_response(200, {"clients": len(self._clients)})
+        except (ValueError, TypeError, KeyError) as exc:
+            return json_response(400, {"error": "invalid_request", "error_description": str(exc)})
+        return json_response(404, {"error": "not_found"})
+
+    def _admin_stats(self, with_records: bool) -> dict[str, object]:
+        stats: dict[str, object] = {
+            "now": self._clock(),
+            "token_requests": self.token_requests,
+            "connections": self.connections,
+            "resource_requests": self.resource_requests,
+            "resource_rejections": self.resource_rejections,
+            "clients": len(self._clients),
+        }
+        if with_records:
+            stats["records"] = [[r.time, r.status] for r in self._records]
+        return stats
 
     # -- protected resource -------------------------------------------------------------
 

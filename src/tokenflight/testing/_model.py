@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Literal, final
+from typing import Any, Literal, final
 
 __all__ = [
     "PROFILE_NAMES",
@@ -17,7 +17,9 @@ __all__ = [
     "TokenRequestRecord",
 ]
 
-AuthMethod = Literal["client_secret_basic", "client_secret_post"]
+AuthMethod = Literal[
+    "client_secret_basic", "client_secret_post", "client_secret_jwt", "private_key_jwt"
+]
 
 
 @final
@@ -105,6 +107,7 @@ class IdPClient:
             ``None`` allows any scope and grants none by default.
         default_audience: The audience used when a request names none.
         token_lifetime: Overrides the identity provider's token lifetime for this client.
+        public_key: For ``private_key_jwt``: a PEM string, a JWK or a JWKS (``{"keys": []}``).
     """
 
     client_id: str
@@ -113,6 +116,7 @@ class IdPClient:
     scopes: tuple[str, ...] | None = None
     default_audience: str | None = None
     token_lifetime: float | None = None
+    public_key: str | Mapping[str, Any] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.client_id:

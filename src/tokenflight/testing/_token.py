@@ -69,10 +69,14 @@ class Attempt:
     auth_method: AuthMethod | None = None
     audience: str | None = None
     problem: Refusal | None = None
+    #: The client whose assertion (RFC 7523) checked out, set by `_verify`.
+    verified: IdPClient | None = None
 
     def public_form(self) -> dict[str, str]:
-        """The form without the client secret."""
-        return {k: v for k, v in self.form.items() if k != "client_secret"}
+        """The form without the client secret or assertion."""
+        return {
+            k: v for k, v in self.form.items() if k not in ("client_secret", "client_assertion")
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +123,12 @@ def _parse_form(request: Request, attempt: Attempt) -> None:
 
 def _parse_auth(header: str | None, attempt: Attempt) -> None:
     form_id, form_secret = attempt.form.get("client_id"), attempt.form.get("client_secret")
+    if "client_assertion" in attempt.form or "client_assertion_type" in attempt.form:
+        if form_secret is not None or (header or "").lower().startswith("basic "):
+            raise Refusal(400, "invalid_request", "more than one client authentication method")
+        attempt.client_id = form_id
+        attempt.auth_method = "private_key_jwt"  # or client_secret_jwt, once verified
+        return
     if header is not None:
         scheme, _, credentials = header.strip().partition(" ")
         if scheme.lower() == "basic":
@@ -167,6 +177,8 @@ def check_request(attempt: Attempt, profile: Profile, clients: Mapping[str, IdPC
 def _authenticate(
     attempt: Attempt, profile: Profile, clients: Mapping[str, IdPClient]
 ) -> IdPClient:
+    if attempt.verified is not None:
+        return attempt.verified
     basic = attempt.auth_method == "client_secret_basic"
     if attempt.auth_method is None or attempt.secret is None:
         raise Refusal(

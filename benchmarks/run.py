@@ -1,0 +1,205 @@
+"""Run the tokenflight benchmarks against the libraries users would otherwise pick.
+
+    .venv/bin/python benchmarks/run.py [--quick | --full] [--only B1,B3] [--rounds N]
+    tokenflight bench -- --quick
+
+The bundled identity provider runs in its own process (pinned to another core where the
+OS allows), with 20 ms of latency on every token response. Contenders run interleaved,
+round by round, so machine noise hits them alike. Writes benchmarks/results/report.md,
+results.json and PNG plots; --quick also refreshes benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import sys
+import time
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import children  # noqa: E402
+import report  # noqa: E402
+from contenders import CONTENDERS  # noqa: E402
+from idp_process import Admin, IdPProcess  # noqa: E402
+from scenario_expiry import b3  # noqa: E402
+from scenario_faults import b6, b7  # noqa: E402
+from scenarios import Env, b1, b2, tenant_ids  # noqa: E402
+
+QUICK: dict[str, Any] = {
+    "mode": "quick",
+    "rounds": 1,
+    "limit": 10.0,
+    "b1_callers": 1000,
+    "b2_gets": 20_000,
+    "b2_requests": 2_000,
+    "b2_limit": 3.0,
+    "b3_lifetime": 2.0,
+    "b3_duration": 3.0,
+    "b3_long_duration": 1.5,
+    "b3_workers": 200,
+    "b3_tenants": 10,
+    "b4_phases": [(500, 20), (2000, 2)],
+    "b4_limit": 5.0,
+    "b5_tenants": 10_000,
+    "b5_idle": 1.0,
+    "b7_callers": 100,
+}
+FULL: dict[str, Any] = {
+    **QUICK,
+    "mode": "full",
+    "rounds": 3,
+    "b2_requests": 5_000,
+    "b2_limit": 10.0,
+    "b3_duration": 10.0,
+    "b3_long_duration": 5.0,
+    "b3_rounds": 2,
+    "b4_phases": [(2000, 20), (20_000, 2)],
+    "b4_limit": 30.0,
+    "b5_tenants": 100_000,
+    "b5_idle": 5.0,
+}
+IN_PROCESS = {"B1": b1, "B2": b2, "B3": b3, "B6": b6, "B7": b7}
+ORDER = ("B1", "B2", "B3", "B4", "B5", "B6", "B7")
+
+
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def machine() -> dict[str, Any]:
+    cores = CORES  # read before the client pins itself to one core
+    libs = ("tokenflight", "httpx", "httpcore", "anyio", "authlib", "httpx-auth", "h11")
+    return {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "cores": cores,
+        "versions": {lib: version(lib) for lib in libs},
+        "load_average": [round(x, 1) for x in os.getloadavg()],
+    }
+
+
+async def run_in_process(env: Env, name: str, cfg: dict[str, Any], rows: list[dict[str, Any]]):
+    scenario = IN_PROCESS[name]
+    rounds = cfg.get(f"{name.lower()}_rounds", cfg["rounds"])
+    for rnd in range(1, rounds + 1):
+        for contender in CONTENDERS.values():
+            started = time.perf_counter()
+            try:
+                result = await asyncio.wait_for(scenario(env, contender, rnd, cfg), 600)
+            except Exception as exc:  # a broken contender must not sink the whole run
+                result = {"error": f"{type(exc).__name__}: {exc}"[:200]}
+            took = time.perf_counter() - started
+            print(f"  {name} round {rnd} {contender.name}: {took:.1f} s", flush=True)
+            rows.append({"scenario": name, "round": rnd, "contender": contender.name, **result})
+
+
+async def run_b4(env: Env, cfg: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    for tenants, callers in cfg["b4_phases"]:
+        for name in CONTENDERS:
+            prefix = f"b4-{tenants}"
+            ids = tenant_ids(prefix, 1, name, tenants)
+            await env.admin.add_clients(ids)
+            await env.admin.reset()
+            spec = {
+                "kind": "b4",
+                "contender": name,
+                "token_url": env.token_url,
+                "prefix": ids[0].rsplit("-", 1)[0],
+                "tenants": tenants,
+                "callers": callers,
+                "limit": cfg["b4_limit"],
+            }
+            started = time.perf_counter()
+            result = await asyncio.to_thread(children.spawn, spec, cfg["b4_limit"] + 60)
+            await asyncio.sleep(0.5)  # let the IdP count requests still on the wire
+            stats = await env.admin.stats()
+            print(f"  B4 {tenants}x{callers} {name}: {time.perf_counter() - started:.1f} s")
+            rows.append(
+                {
+                    "scenario": "B4",
+                    "round": 1,
+                    "contender": name,
+                    "tenants": tenants,
+                    "callers": callers,
+                    "token_requests": stats["token_requests"],
+                    "connections": stats["connections"],
+                    **result,
+                }
+            )
+
+
+async def run_b5(cfg: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    n = cfg["b5_tenants"]
+    spec = {
+        "kind": "b5",
+        "checkpoints": sorted({n // 10, n // 4, n // 2, n}),
+        "idle": cfg["b5_idle"],
+        "active": 100,
+        "active_seconds": 1.0,
+        "limit": 300.0,
+    }
+    started = time.perf_counter()
+    result = await asyncio.to_thread(children.spawn, spec, 400)
+    print(f"  B5 {n} tenants: {time.perf_counter() - started:.1f} s")
+    rows.append({"scenario": "B5", "round": 1, "contender": "tokenflight", "tenants": n, **result})
+
+
+async def main_async(cfg: dict[str, Any], only: set[str]) -> list[dict[str, Any]]:
+    idp = IdPProcess(latency=0.02)
+    idp.start()
+    cfg["idp_pinned"] = idp.pinned
+    cfg["idp_argv"] = " ".join(idp.argv[1:])
+    admin = Admin(idp.url)
+    env = Env(idp.token_url, idp.resource_url, admin)
+    rows: list[dict[str, Any]] = []
+    try:
+        await admin.reset()
+        for name in ORDER:
+            if name not in only:
+                continue
+            print(f"{name} ...", flush=True)
+            if name == "B4":
+                await run_b4(env, cfg, rows)
+            elif name == "B5":
+                await run_b5(cfg, rows)
+            else:
+                await run_in_process(env, name, cfg, rows)
+    finally:
+        await admin.aclose()
+        idp.stop()
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="under a minute (default)")
+    mode.add_argument("--full", action="store_true", help="under ten minutes on two cores")
+    parser.add_argument("--only", default=",".join(ORDER), help="scenarios, e.g. B1,B3")
+    parser.add_argument("--rounds", type=int, help="override the number of rounds")
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    args = parser.parse_args(argv)
+    cfg = dict(FULL if args.full else QUICK)
+    if args.rounds:
+        cfg["rounds"] = cfg["b3_rounds"] = args.rounds
+    only = {s.strip().upper() for s in args.only.split(",")}
+    started = time.perf_counter()
+    rows = asyncio.run(main_async(cfg, only))
+    cfg["elapsed_s"] = time.perf_counter() - started
+    info = machine()
+    paths = report.write(rows, cfg, info, args.out)
+    if cfg["mode"] == "quick" and only == set(ORDER):
+        (HERE / "RESULTS.md").write_text(paths["markdown"].read_text(encoding="utf-8"))
+    print(f"done in {cfg['elapsed_s']:.0f} s: {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""Scenarios B1-B3, B6, B7, run in this process against the IdP process (B4, B5: children)."""
+
+from __future__ import annotations
+
+import gc
+import math
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import anyio
+import httpx
+
+from contenders import Contender
+from idp_process import SECRET, Admin
+
+RESOURCE_SLOTS = 16  # resource requests in flight, for every contender alike
+MOCK_TOKEN = {"access_token": "mock-token", "token_type": "Bearer", "expires_in": 3600}
+
+
+@dataclass(frozen=True)
+class Env:
+    token_url: str
+    resource_url: str
+    admin: Admin
+
+
+def tenant_ids(scenario: str, rnd: int, name: str, count: int) -> list[str]:
+    return [f"{scenario}-r{rnd}-{name}-{i}" for i in range(count)]
+
+
+async def open_contender(
+    env: Env, cls: type[Contender], tenants: list[str], *, lifetime: float = 3600.0
+) -> Contender:
+    await env.admin.add_clients(tenants, lifetime=lifetime)
+    contender = cls(env.token_url, SECRET, lifetime=lifetime)
+    await contender.start()
+    for tenant in tenants:
+        contender.add_tenant(tenant)
+    return contender
+
+
+def describe(exc: BaseException) -> str:
+    return type(exc).__name__
+
+
+# -- B1 cold stampede --------------------------------------------------------------------
+
+
+async def b1(env: Env, cls: type[Contender], rnd: int, cfg: dict[str, Any]) -> dict[str, Any]:
+    """1 tenant, N concurrent callers on a cold cache."""
+    (tenant,) = tenant_ids("b1", rnd, cls.name, 1)
+    contender = await open_contender(env, cls, [tenant])
+    tokens: list[str] = []
+    errors: list[str] = []
+
+    async def caller() -> None:
+        try:
+            tokens.append(await contender.get_token(tenant))
+        except Exception as exc:
+            errors.append(describe(exc))
+
+    await env.admin.reset()
+    started = time.perf_counter()
+    with anyio.move_on_after(cfg["limit"]) as scope:
+        async with anyio.create_task_group() as tg:
+            for _ in range(cfg["b1_callers"]):
+                tg.start_soon(caller)
+    wall = time.perf_counter() - started
+    stats = await env.admin.stats()
+    await contender.aclose()
+    return {
+        "token_requests": stats["token_requests"],
+        "wall_ms": wall * 1000,
+        "distinct_tokens": len(set(tokens)),
+        "callers_served": len(tokens),
+        "errors": len(errors),
+        "timed_out": scope.cancelled_caught,
+    }
+
+
+# -- B2 hot path -------------------------------------------------------------------------
+
+
+async def _loop(
+    fn: Callable[[], Awaitable[object]], count: int, deadline: float
+) -> tuple[int, float]:
+    """Await fn() up to count times (stopping at the deadline): (calls, seconds)."""
+    done = 0
+    started = time.perf_counter()
+    while done < count:
+        await fn()
+        done += 1
+        if done & 63 == 0 and time.perf_counter() > deadline:
+            break
+    return done, time.perf_counter() - started
+
+
+async def _paired(
+    base: Callable[[], Awaitable[object]],
+    subject: Callable[[], Awaitable[object]],
+    count: int,
+    chunks: int,
+    deadline: float,
+) -> tuple[float, float, float, int]:
+    """Alternate chunks of base and subject, the garbage collector off while timing.
+
+    Returns the medians of µs per call of each and of their per-chunk difference, and the
+    number of subject calls made.
+    """
+    per = max(1, count // chunks)
+    base_us: list[float] = []
+    subject_us: list[float] = []
+    calls = 0
+    try:
+        for _ in range(chunks):
+            gc.collect()
+            gc.disable()
+            n, secs = await _loop(base, per, math.inf)
+            base_us.append(secs / n * 1e6)
+            n, secs = await _loop(subject, per, deadline)
+            subject_us.append(secs / n * 1e6)
+            gc.enable()
+            calls += n
+            if time.perf_counter() > deadline:
+                break
+    finally:
+        gc.enable()
+    diff = statistics.median(s - b for s, b in zip(subject_us, base_us, strict=True))
+    return statistics.median(base_us), statistics.median(subject_us), diff, calls
+
+
+def _mock_handler(request: httpx.Request) -> httpx.Response:
+    if request.url.path.endswith("/oauth/token"):
+        return httpx.Response(200, json=MOCK_TOKEN)
+    return httpx.Response(200, json={"ok": True})
+
+
+async def b2(env: Env, cls: type[Contender], rnd: int, cfg: dict[str, Any]) -> dict[str, Any]:
+    """A cached token: get_token against an awaited dict look-up; auth overhead per request."""
+    (tenant,) = tenant_ids("b2", rnd, cls.name, 1)
+    contender = await open_contender(env, cls, [tenant])
+    await contender.get_token(tenant)  # warm
+    table = {tenant: "token"}
+
+    async def bare_get(key: str) -> str:
+        return table[key]
+
+    limit = cfg["b2_limit"]
+    slow = cls.name == "naive"  # a token request per call: a few dozen calls tell enough
+    dict_us, get_us, _, calls = await _paired(
+        partial(bare_get, tenant),
+        contender.hot_getter(tenant),
+        40 if slow else cfg["b2_gets"],
+        4 if slow else 20,
+        time.perf_counter() + limit,
+    )
+    bare = httpx.AsyncClient(transport=httpx.MockTransport(_mock_handler))
+    authed = await contender.mock_client(tenant, _mock_handler)
+    url = "http://mock.invalid/api/resource"
+    bare_us, authed_us, overhead_us, requests = await _paired(
+        partial(bare.get, url),
+        partial(authed.get, url),
+        40 if slow else cfg["b2_requests"],
+        4 if slow else 10,
+        time.perf_counter() + limit,
+    )
+    await bare.aclose()
+    await authed.aclose()
+    await contender.aclose()
+    return {
+        "get_us": get_us,
+        "dict_us": dict_us,
+        "get_vs_dict": get_us / dict_us,
+        "get_calls": calls,
+        "request_us": authed_us,
+        "bare_request_us": bare_us,
+        "overhead_us": overhead_us,
+        "requests": requests,
+    }

@@ -1,0 +1,223 @@
+"""Client authentication at the token endpoint: checking the configuration, then applying it.
+
+Methods (RFC 6749 section 2.3.1, RFC 7523, OpenID Connect Core section 9):
+
+- `client_secret_basic`: HTTP Basic with the form-urlencoded id and secret.
+- `client_secret_post`: `client_id` and `client_secret` in the form body.
+- `client_secret_jwt`: an assertion signed with HS256 keyed by the client secret.
+- `private_key_jwt`: an assertion signed with the client's private key (RS256/PS256/ES256).
+- `auto`: Basic, then the form body once on `invalid_client` (the endpoint remembers).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from ._errors import ConfigurationError, TokenRequestRefused
+from ._jwt import ASSERTION_TYPE, SigningKey, client_assertion, load_private_key, secret_key
+
+if TYPE_CHECKING:
+    from ._config import ClientCredentials
+    from ._endpoint import TokenEndpoint, TokenRequest
+    from ._token import Token
+
+__all__ = ["apply_client_auth", "check_credentials", "choose_auth_method", "fetch_with_auth"]
+
+logger = logging.getLogger("tokenflight")
+
+_SECRET_METHODS = ("client_secret_basic", "client_secret_post", "client_secret_jwt", "auto")
+#: Strongest first: what discovery picks when no auth_method is configured.
+_PREFERENCE = ("private_key_jwt", "client_secret_jwt", "client_secret_basic", "client_secret_post")
+
+
+def check_credentials(creds: ClientCredentials, check_url: Callable[..., None]) -> None:
+    """Validate the endpoint and client-authentication fields (called by `__post_init__`).
+
+    Fills in the default `auth_method` when it does not depend on discovery, and parses
+    the signing key once.
+
+    Raises:
+        ConfigurationError: A field is missing, malformed or contradicts another.
+    """
+    from ._config import AUTH_METHODS
+
+    allow_http = creds.allow_insecure_http
+    if not isinstance(creds.client_id, str) or not creds.client_id:
+        raise ConfigurationError("client_id must be a non-empty string")
+    who = f"client {creds.client_id!r}"
+    for name in ("token_url", "issuer"):
+        value = getattr(creds, name)
+        if value is not None:
+            if not isinstance(value, str):
+                raise ConfigurationError(f"{name} must be a string")
+            check_url(name, value, allow_http=allow_http)
+    if creds.token_url is None and creds.issuer is None:
+        raise ConfigurationError(f"{who}: set token_url, or issuer to discover it")
+    if creds.issuer is not None and (urlsplit(creds.issuer).query or "#" in creds.issuer):
+        raise ConfigurationError("issuer must not have a query or fragment (RFC 8414)")
+    method = creds.auth_method
+    if method is not None and method not in AUTH_METHODS:
+        raise ConfigurationError(
+            f"auth_method {method!r} is not supported; use one of {AUTH_METHODS}"
+        )
+    secret, key = creds.client_secret, creds.private_key
+    if secret is not None and (not isinstance(secret, str) or not secret):
+        raise ConfigurationError(f"client_secret for {who} is empty or not a string")
+    if method is None and (creds.token_url is not None or key is not None):
+        method = "private_key_jwt" if key is not None else "client_secret_basic"
+    if method == "private_key_jwt" and key is None:
+        raise ConfigurationError(f"{who}: private_key_jwt needs private_key (PEM or JWK)")
+    if method in _SECRET_METHODS and secret is None:
+        raise ConfigurationError(f"client_secret for {who} is missing or empty")
+    if method is None and secret is None and key is None:
+        raise ConfigurationError(f"{who}: give client_secret or private_key")
+    if key is not None and method not in (None, "private_key_jwt"):
+        raise ConfigurationError(f"{who}: private_key is only used with private_key_jwt")
+    _check_assertion_options(creds, who)
+    object.__setattr__(creds, "auth_method", method)
+    if key is not None:
+        signing = load_private_key(key, key_id=creds.key_id, alg=creds.signing_alg)
+        object.__setattr__(creds, "_signing_key", signing)
+    elif method == "client_secret_jwt":
+        assert secret is not None
+        secret_key(secret, key_id=creds.key_id, alg=creds.signing_alg)  # checks alg, joserfc
+
+
+def _check_assertion_options(creds: ClientCredentials, who: str) -> None:
+    lifetime = creds.assertion_lifetime
+    if isinstance(lifetime, bool) or not isinstance(lifetime, (int, float)):
+        raise ConfigurationError("assertion_lifetime must be a number of seconds")
+    if not math.isfinite(lifetime) or not 1 <= lifetime <= 3600:
+        raise ConfigurationError("assertion_lifetime must be between 1 and 3600 seconds")
+    audience = creds.assertion_audience
+    if audience == "issuer" and creds.issuer is None:
+        raise ConfigurationError(f"{who}: assertion_audience='issuer' needs issuer")
+    if audience not in (None, "issuer") and (
+        not isinstance(audience, str) or not urlsplit(audience).scheme
+    ):
+        raise ConfigurationError("assertion_audience must be 'issuer' or an absolute URL")
+    if creds.key_id is not None and (not isinstance(creds.key_id, str) or not creds.key_id):
+        raise ConfigurationError("key_id must be a non-empty string")
+
+
+def choose_auth_method(creds: ClientCredentials, supported: Collection[str] | None) -> str:
+    """The strongest method the server supports that this configuration can do.
+
+    `supported` is the metadata's `token_endpoint_auth_methods_supported`; RFC 8414 says
+    `client_secret_basic` when the server does not say.
+
+    Raises:
+        ConfigurationError: None of the server's methods fits the configuration.
+    """
+    offered = ("client_secret_basic",) if supported is None else tuple(supported)
+    possible = ("private_key_jwt",) if creds.private_key is not None else _PREFERENCE[1:]
+    if creds.private_key is None and not _can_sign_with_secret(creds.client_secret or ""):
+        possible = _PREFERENCE[2:]
+    for method in _PREFERENCE:
+        if method in possible and method in offered:
+            return method
+    raise ConfigurationError(
+        f"the authorization server supports {sorted(offered)} for client authentication; "
+        f"client {creds.client_id!r} is configured for {list(possible)}"
+    )
+
+
+def apply_client_auth(
+    creds: ClientCredentials,
+    method: str,
+    token_url: str,
+    form: dict[str, str | list[str]],
+    headers: dict[str, str],
+) -> None:
+    """Add the client authentication of `method` to a token request's form or headers.
+
+    A JWT method signs a new assertion each call, so every attempt gets a fresh `jti`.
+    """
+    secret = creds.client_secret
+    if method == "client_secret_basic":
+        from ._endpoint import basic_authorization
+
+        assert secret is not None
+        headers["Authorization"] = basic_authorization(creds.client_id, secret)
+        return
+    form["client_id"] = creds.client_id
+    if method == "client_secret_post":
+        assert secret is not None
+        form["client_secret"] = secret
+        return
+    if method == "private_key_jwt":
+        signing: SigningKey = creds._signing_key
+    else:
+        assert secret is not None
+        signing = _secret_signing_key(secret, creds.key_id, creds.signing_alg)
+    form["client_assertion_type"] = ASSERTION_TYPE
+    form["client_assertion"] = client_assertion(
+        signing,
+        client_id=creds.client_id,
+        audience=assertion_audience(creds, token_url),
+        lifetime=creds.assertion_lifetime,
+    )
+
+
+def assertion_audience(creds: ClientCredentials, token_url: str) -> str:
+    """The `aud` of the client's assertions."""
+    audience = creds.assertion_audience
+    if audience is None:
+        return token_url
+    if audience == "issuer":
+        assert creds.issuer is not None
+        return creds.issuer
+    return audience
+
+
+def _secret_signing_key(secret: str, key_id: str | None, alg: str | None) -> SigningKey:
+    # Cheap to build; not cached so that no secret-derived value outlives its credentials.
+    return secret_key(secret, key_id=key_id, alg=alg)
+
+
+def signing_key_of(creds: ClientCredentials) -> SigningKey | None:
+    """The parsed private key of a `private_key_jwt` configuration, if any."""
+    key = creds._signing_key
+    return key if isinstance(key, SigningKey) else None
+
+
+async def fetch_with_auth(
+    endpoint: TokenEndpoint, creds: ClientCredentials, request: TokenRequest
+) -> Token:
+    """Fetch with the configured method; for `auto`, find the method and remember it."""
+    url = creds.token_url
+    if url is None:
+        raise ConfigurationError(
+            f"client {creds.client_id!r} has no token_url: it is discovered from the issuer "
+            "by a TokenManager"
+        )
+    method = creds.auth_method or "client_secret_basic"
+    if method != "auto":
+        return await endpoint.fetch_with(creds, request, method)
+    known = endpoint.auto_methods.get(url)
+    if known is not None:
+        return await endpoint.fetch_with(creds, request, known)
+    try:
+        token = await endpoint.fetch_with(creds, request, "client_secret_basic")
+        method = "client_secret_basic"
+    except TokenRequestRefused as exc:
+        if exc.error != "invalid_client":
+            raise
+        logger.info("token endpoint %s refused Basic; trying the form body", url)
+        token = await endpoint.fetch_with(creds, request, "client_secret_post")
+        method = "client_secret_post"
+    endpoint.auto_methods[url] = method
+    return token
+
+
+def _can_sign_with_secret(secret: str) -> bool:
+    """Whether client_secret_jwt is possible: joserfc installed and a long enough secret."""
+    try:
+        secret_key(secret, key_id=None, alg=None)
+    except ConfigurationError:
+        return False
+    return True

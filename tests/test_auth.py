@@ -1,0 +1,261 @@
+"""The httpx.Auth adapter: Bearer header, precise 401 handling, one retry, sync refusal."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+
+import anyio
+import httpx
+import pytest
+
+from tokenflight import ClientCredentials, TokenManager
+from tokenflight.testing import IdentityProvider
+
+pytestmark = pytest.mark.anyio
+
+SECRET = "s3cret-value-never-shown"
+INVALID = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+
+
+class ShiftedClock:
+    """The loop's clock plus an offset, so a test can make the IdP see its tokens expire."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return anyio.current_time() + self.offset
+
+
+@pytest.fixture
+async def clock() -> ShiftedClock:
+    return ShiftedClock()
+
+
+@pytest.fixture
+async def idp(clock) -> AsyncIterator[IdentityProvider]:
+    async with IdentityProvider(clock=clock) as server:
+        server.add_client("acme", SECRET)
+        yield server
+
+
+@pytest.fixture
+async def tokens(idp) -> AsyncIterator[TokenManager]:
+    async with TokenManager() as manager:
+        manager.register(
+            "acme",
+            ClientCredentials(token_url=idp.token_url, client_id="acme", client_secret=SECRET),
+        )
+        yield manager
+
+
+def bearer(request: httpx.Request) -> str:
+    scheme, _, value = request.headers["authorization"].partition(" ")
+    assert scheme == "Bearer"
+    return value
+
+
+# -- the flow driven by hand -----------------------------------------------------------
+
+
+async def test_flow_adds_bearer_header(tokens, idp):
+    """The flow sends the manager's token as a Bearer header and stops on success."""
+    flow = tokens.auth("acme").async_auth_flow(httpx.Request("GET", "https://api.example/x"))
+    request = await flow.__anext__()
+    assert bearer(request) == (await tokens.get_token("acme")).access_token
+    with pytest.raises(StopAsyncIteration):
+        await flow.asend(httpx.Response(200, request=request))
+    assert idp.token_requests == 1
+
+
+async def test_flow_retries_once_on_401(tokens, idp):
+    """A 401 invalid_token invalidates the token and re-sends once with a new one."""
+    flow = tokens.auth("acme").async_auth_flow(httpx.Request("GET", "https://api.example/x"))
+    request = await flow.__anext__()
+    old = bearer(request)
+    retried = await flow.asend(httpx.Response(401, headers=INVALID, request=request))
+    new = bearer(retried)
+    assert new != old
+    assert idp.token_requests == 2
+    with pytest.raises(StopAsyncIteration):  # a second 401 is handed back, not retried again
+        await flow.asend(httpx.Response(401, headers=INVALID, request=retried))
+    assert idp.token_requests == 2
+
+
+@pytest.mark.parametrize(
+    ("status", "headers"),
+    [
+        (403, {"WWW-Authenticate": 'Bearer error="insufficient_scope"'}),
+        (401, {"WWW-Authenticate": 'Bearer error="insufficient_scope", scope="admin"'}),
+        (500, {}),
+    ],
+)
+async def test_flow_does_not_retry_other_failures(tokens, idp, status, headers):
+    """403, 401 insufficient_scope and 5xx end the flow and keep the cached token."""
+    flow = tokens.auth("acme").async_auth_flow(httpx.Request("GET", "https://api.example/x"))
+    request = await flow.__anext__()
+    with pytest.raises(StopAsyncIteration):
+        await flow.asend(httpx.Response(status, headers=headers, request=request))
+    assert idp.token_requests == 1
+    assert (await tokens.get_token("acme")).access_token == bearer(request)
+
+
+async def test_flow_retry_only_if_rejected_token_is_current(tokens, idp):
+    """Two flows rejected with the same old token cause one new token request between them."""
+    auth = tokens.auth("acme")
+    async with (
+        aclosing(auth.async_auth_flow(httpx.Request("GET", "https://api.example/1"))) as first,
+        aclosing(auth.async_auth_flow(httpx.Request("GET", "https://api.example/2"))) as second,
+    ):
+        r1 = await first.__anext__()
+        r2 = await second.__anext__()
+        old = bearer(r1)
+        assert bearer(r2) == old
+        again1 = await first.asend(httpx.Response(401, headers=INVALID, request=r1))
+        again2 = await second.asend(httpx.Response(401, headers=INVALID, request=r2))
+        assert bearer(again1) == bearer(again2) != old
+    assert idp.token_requests == 2
+
+
+async def test_500_concurrent_401s_cause_one_new_token(tokens, idp):
+    """500 flows rejected concurrently for the same old token cause exactly one token request."""
+    auth = tokens.auth("acme")
+    flows = [
+        auth.async_auth_flow(httpx.Request("GET", f"https://api.example/{n}")) for n in range(500)
+    ]
+    sent = [await flow.__anext__() for flow in flows]
+    old = bearer(sent[0])
+    retried: list[str] = []
+
+    async def reject(flow, request: httpx.Request) -> None:
+        again = await flow.asend(httpx.Response(401, headers=INVALID, request=request))
+        retried.append(bearer(again))
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            for flow, request in zip(flows, sent, strict=True):
+                tg.start_soon(reject, flow, request)
+    assert len(retried) == 500
+    assert len(set(retried)) == 1
+    assert retried[0] != old
+    assert idp.token_requests == 2
+    for flow in flows:
+        await flow.aclose()
+
+
+async def test_flow_does_not_retry_streamed_body(tokens, idp):
+    """A request with a streamed (non-replayable) body gets its 401 back without a retry."""
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"chunk"
+
+    request = httpx.Request("POST", "https://api.example/upload", content=body())
+    flow = tokens.auth("acme").async_auth_flow(request)
+    sent = await flow.__anext__()
+    with pytest.raises(StopAsyncIteration):
+        await flow.asend(httpx.Response(401, headers=INVALID, request=sent))
+    assert idp.token_requests == 1
+
+
+# -- through a real client -------------------------------------------------------------
+
+
+async def test_client_gets_resource_with_token(tokens, idp):
+    """httpx.AsyncClient(auth=...) reaches the protected resource with one token request."""
+    async with httpx.AsyncClient(auth=tokens.auth("acme")) as http:
+        for _ in range(5):
+            response = await http.get(idp.resource_url)
+            assert response.status_code == 200
+            assert response.json()["client_id"] == "acme"
+    assert idp.token_requests == 1
+    assert idp.resource_rejections == 0
+
+
+async def test_client_recovers_from_401(tokens, idp, clock):
+    """When the IdP no longer accepts the cached token, one 401 leads to a new token and a 200."""
+    async with httpx.AsyncClient(auth=tokens.auth("acme")) as http:
+        assert (await http.get(idp.resource_url)).status_code == 200
+        clock.offset = 7200  # the IdP now sees the cached token as expired
+        response = await http.get(idp.resource_url)
+    assert response.status_code == 200
+    assert idp.resource_rejections == 1
+    assert idp.token_requests == 2
+
+
+async def test_client_does_not_retry_403(tokens, idp):
+    """A 403 from the resource is returned as is, with no new token and no second request."""
+    async with httpx.AsyncClient(auth=tokens.auth("acme")) as http:
+        response = await http.get(idp.url + "/api/forbidden")
+    assert response.status_code == 403
+    assert idp.resource_requests == 1
+    assert idp.token_requests == 1
+
+
+async def test_client_does_not_retry_insufficient_scope(tokens, idp):
+    """A 401 with error="insufficient_scope" (from a mock API) is returned without a retry."""
+    calls = 0
+
+    def api(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        challenge = {"WWW-Authenticate": 'Bearer error="insufficient_scope", scope="admin"'}
+        return httpx.Response(401, headers=challenge)
+
+    transport = httpx.MockTransport(api)
+    async with httpx.AsyncClient(auth=tokens.auth("acme"), transport=transport) as http:
+        response = await http.get("https://api.example/admin")
+    assert response.status_code == 401
+    assert calls == 1
+    assert idp.token_requests == 1
+
+
+async def test_burst_of_401s_causes_one_new_token(tokens, idp, clock):
+    """100 concurrent client requests rejected for the same old token cause one token request."""
+    statuses: list[int] = []
+    async with httpx.AsyncClient(
+        auth=tokens.auth("acme"), limits=httpx.Limits(max_connections=20)
+    ) as http:
+        await tokens.get_token("acme")
+        clock.offset = 7200
+
+        async def call() -> None:
+            statuses.append((await http.get(idp.resource_url)).status_code)
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                for _ in range(100):
+                    tg.start_soon(call)
+    assert statuses == [200] * 100
+    assert idp.token_requests == 2
+    assert idp.resource_rejections >= 1
+
+
+async def test_client_streamed_body_gets_401_back(tokens, idp, clock):
+    """A streamed upload rejected with 401 is not re-sent: the caller sees the 401."""
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"part one,"
+        yield b"part two"
+
+    async with httpx.AsyncClient(auth=tokens.auth("acme")) as http:
+        await tokens.get_token("acme")
+        clock.offset = 7200
+        response = await http.post(idp.resource_url, content=body())
+    assert response.status_code == 401
+    assert idp.resource_requests == 1
+    assert idp.token_requests == 1
+
+
+def test_sync_client_is_refused():
+    """httpx.Client(auth=...) raises a RuntimeError that points to AsyncClient."""
+    auth = TokenManager().auth("acme")
+    with httpx.Client(auth=auth) as http, pytest.raises(RuntimeError, match="AsyncClient"):
+        http.get("https://api.example/x")
+
+
+def test_auth_repr_holds_no_secret():
+    """TokenAuth's repr names the tenant and holds neither token nor secret."""
+    auth = TokenManager().auth("acme", audience="https://api.example")
+    assert "acme" in repr(auth)
+    assert SECRET not in repr(auth)

@@ -1,0 +1,537 @@
+"""Fleet mode: RedisTokenStore against a real Redis on 127.0.0.1:6379 (asyncio only)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import anyio
+import pytest
+import redis
+from anyio.abc import Process
+from anyio.streams.buffered import BufferedByteReceiveStream
+from cryptography.fernet import Fernet, InvalidToken
+
+from tokenflight import (
+    ClientCredentials,
+    ConfigurationError,
+    Token,
+    TokenError,
+    TokenManager,
+)
+from tokenflight.redis import RedisTokenStore, StoreDecryptionError
+from tokenflight.testing import Fault, IdentityProvider
+
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
+WORKER = Path(__file__).with_name("fleet_worker.py")
+
+
+def _answers(port: int) -> bool:
+    try:
+        with redis.Redis(
+            host=REDIS_HOST, port=port, socket_connect_timeout=0.5, socket_timeout=0.5
+        ) as client:
+            return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+if not _answers(REDIS_PORT):
+    reason = f"no Redis answers at {REDIS_HOST}:{REDIS_PORT}; start one with `redis-server`"
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set, so this is a failure)", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
+
+pytestmark = [pytest.mark.anyio, pytest.mark.redis]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # redis-py's asyncio client does not run under trio
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    name = f"tftest:{secrets.token_hex(6)}:"
+    yield name
+    with redis.Redis(host=REDIS_HOST, port=REDIS_PORT) as client:
+        keys = list(client.scan_iter(match=name + "*"))
+        if keys:
+            client.delete(*keys)
+
+
+def raw_entries(prefix: str, port: int = REDIS_PORT) -> dict[str, bytes]:
+    with redis.Redis(host=REDIS_HOST, port=port, socket_timeout=1) as client:
+        return {
+            key.decode(): client.get(key)
+            for key in client.scan_iter(match=prefix + "*")
+            if not key.endswith(b":lock")
+        }
+
+
+def creds(idp: IdentityProvider, client_id: str) -> ClientCredentials:
+    return ClientCredentials(
+        token_url=idp.token_url,
+        client_id=client_id,
+        client_secret="s3cret",
+        auth_method="client_secret_basic",
+    )
+
+
+def make_token(access_token: str, lifetime: float = 60.0, age: float = 0.0) -> Token:
+    now = anyio.current_time()
+    return Token(
+        access_token=access_token,
+        expires_in=lifetime,
+        obtained_at=now - age,
+        expires_at=now - age + lifetime,
+        scope=("read",),
+        extra={"tenant": "acme"},
+    )
+
+
+class Issuer:
+    """A `fetch_new` that counts its calls and issues numbered tokens."""
+
+    def __init__(self, lifetime: float = 60.0, age: float = 0.0) -> None:
+        self.calls = 0
+        self.lifetime = lifetime
+        self.age = age
+
+    async def __call__(self) -> Token:
+        self.calls += 1
+        return make_token(f"tok-{secrets.token_hex(8)}", self.lifetime, self.age)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((REDIS_HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+async def idp() -> AsyncIterator[IdentityProvider]:
+    async with IdentityProvider(profile="generic", token_lifetime=300) as provider:
+        yield provider
+
+
+# -- the store's own rules -------------------------------------------------------------
+
+
+async def test_refresh_round_asks_once_and_never_hands_back_the_same_token(prefix: str) -> None:
+    """A due refresh refuses the token the process holds; the others take the new one."""
+    issuer = Issuer()
+    a = RedisTokenStore(REDIS_URL, prefix=prefix)
+    b = RedisTokenStore(REDIS_URL, prefix=prefix)
+    try:
+        t1 = await a.fetch("k", issuer, min_ttl=0)
+        assert (await b.fetch("k", issuer, min_ttl=0)).access_token == t1.access_token
+        assert issuer.calls == 1
+        t2 = await b.fetch("k", issuer, min_ttl=0)  # b's refresh is due: it has t1 already
+        assert t2.access_token != t1.access_token
+        assert issuer.calls == 2
+        assert (await a.fetch("k", issuer, min_ttl=0)).access_token == t2.access_token
+        assert issuer.calls == 2
+        assert a.stats().store_hits == 1
+        assert b.stats().fetches == 1
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_token_times_survive_the_trip_through_redis(prefix: str) -> None:
+    """A stored token comes back with the same fields and its expiry on the loop clock."""
+    a = RedisTokenStore(REDIS_URL, prefix=prefix)
+    b = RedisTokenStore(REDIS_URL, prefix=prefix)
+    try:
+        written = await a.fetch("k", Issuer(lifetime=100.0, age=20.0), min_ttl=0)
+        read = await b.fetch("k", Issuer(), min_ttl=0)
+        assert read.access_token == written.access_token
+        assert (read.token_type, read.scope, dict(read.extra)) == (
+            "Bearer",
+            ("read",),
+            {"tenant": "acme"},
+        )
+        assert read.expires_in == 100.0
+        assert abs(read.expires_at - written.expires_at) < 0.05
+        assert abs(read.obtained_at - written.obtained_at) < 0.05
+        ttl_ms = redis.Redis(host=REDIS_HOST, port=REDIS_PORT).pttl(prefix + "k")
+        assert 70_000 < ttl_ms <= 80_000  # the entry expires with the token
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_a_nearly_expired_or_too_short_entry_is_not_handed_out(prefix: str) -> None:
+    """Entries with under 10% of their lifetime (or under min_ttl) left cause a new fetch."""
+    a = RedisTokenStore(REDIS_URL, prefix=prefix)
+    b = RedisTokenStore(REDIS_URL, prefix=prefix)
+    try:
+        await a.fetch("old", Issuer(lifetime=10.0, age=9.3), min_ttl=0)  # 0.7 s of 10 left
+        issuer = Issuer()
+        await b.fetch("old", issuer, min_ttl=0)
+        assert issuer.calls == 1
+        await a.fetch("short", Issuer(lifetime=60.0), min_ttl=0)
+        await b.fetch("short", issuer, min_ttl=120.0)
+        assert issuer.calls == 2
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_current_argument_overrides_what_the_store_remembers(prefix: str) -> None:
+    """With current=None a process that lost its token takes the stored one again."""
+    store = RedisTokenStore(REDIS_URL, prefix=prefix)
+    try:
+        issuer = Issuer()
+        first = await store.fetch("k", issuer, min_ttl=0)
+        again = await store.fetch("k", issuer, min_ttl=0, current=None)
+        assert again.access_token == first.access_token
+        newer = await store.fetch("k", issuer, min_ttl=0, current=again)
+        assert newer.access_token != first.access_token
+        assert issuer.calls == 2
+    finally:
+        await store.aclose()
+
+
+async def test_invalidate_deletes_only_the_named_token(prefix: str) -> None:
+    """invalidate() removes the stored entry only while it still holds that token."""
+    store = RedisTokenStore(REDIS_URL, prefix=prefix)
+    try:
+        token = await store.fetch("k", Issuer(), min_ttl=0)
+        await store.invalidate("k", "some-other-token")
+        assert prefix + "k" in raw_entries(prefix)
+        await store.invalidate("k", token.access_token)
+        assert raw_entries(prefix) == {}
+    finally:
+        await store.aclose()
+
+
+# -- encryption ------------------------------------------------------------------------
+
+
+async def test_entries_are_encrypted_and_keys_rotate(prefix: str) -> None:
+    """Tokens at rest are unreadable without the key; [new, old] reads old, writes new."""
+    old, new = Fernet.generate_key(), Fernet.generate_key()
+    writer = RedisTokenStore(REDIS_URL, prefix=prefix, encryption_keys=[old])
+    rotated = RedisTokenStore(REDIS_URL, prefix=prefix, encryption_keys=[new, old])
+    try:
+        token = await writer.fetch("k1", Issuer(), min_ttl=0)
+        raw = raw_entries(prefix)[prefix + "k1"]
+        assert token.access_token.encode() not in raw
+        assert b"acme" not in raw
+        assert token.access_token.encode() in Fernet(old).decrypt(raw.split(b":", 1)[1])
+
+        issuer = Issuer()
+        assert (await rotated.fetch("k1", issuer, min_ttl=0)).access_token == token.access_token
+        assert issuer.calls == 0
+        fresh = await rotated.fetch("k2", issuer, min_ttl=0)
+        raw2 = raw_entries(prefix)[prefix + "k2"].split(b":", 1)[1]
+        assert fresh.access_token.encode() in Fernet(new).decrypt(raw2)
+        with pytest.raises(InvalidToken):
+            Fernet(old).decrypt(raw2)
+    finally:
+        await writer.aclose()
+        await rotated.aclose()
+
+
+async def test_wrong_or_missing_key_gives_a_clear_error(prefix: str, idp: IdentityProvider) -> None:
+    """A process without the fleet's key gets StoreDecryptionError, not garbage."""
+    idp.add_client("acme", "s3cret")
+    right = RedisTokenStore(REDIS_URL, prefix=prefix, encryption_keys=[Fernet.generate_key()])
+    async with TokenManager(store=right) as tokens:
+        tokens.register("acme", creds(idp, "acme"))
+        secret = (await tokens.get_token("acme")).access_token
+    for keys in ([Fernet.generate_key()], None):
+        store = RedisTokenStore(REDIS_URL, prefix=prefix, encryption_keys=keys)
+        async with TokenManager(store=store) as tokens:
+            tokens.register("acme", creds(idp, "acme"))
+            with pytest.raises(StoreDecryptionError) as caught:
+                await tokens.get_token("acme")
+        assert isinstance(caught.value, ConfigurationError)
+        assert "encryption_keys" in str(caught.value)
+        assert secret not in str(caught.value)
+    assert idp.token_requests == 1
+
+
+def test_bad_keys_are_refused_at_construction() -> None:
+    """encryption_keys must be a list of real Fernet keys; the key is not echoed."""
+    with pytest.raises(ConfigurationError, match="list of Fernet keys"):
+        RedisTokenStore(REDIS_URL, encryption_keys=Fernet.generate_key())  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=r"encryption_keys\[1\]") as caught:
+        RedisTokenStore(REDIS_URL, encryption_keys=[Fernet.generate_key(), "not-a-key-xyz"])
+    assert "not-a-key-xyz" not in str(caught.value)
+
+
+def test_repr_holds_no_password_or_key() -> None:
+    """repr() names the server but not the URL's password or the encryption keys."""
+    key = Fernet.generate_key()
+    store = RedisTokenStore("redis://user:hunter2@127.0.0.1:6390/0", encryption_keys=[key])
+    text = repr(store)
+    assert "127.0.0.1:6390" in text
+    assert "hunter2" not in text
+    assert key.decode() not in text
+
+
+def test_trio_is_refused_with_a_clear_error() -> None:
+    """Under trio, the store raises ConfigurationError naming the asyncio requirement."""
+
+    async def use() -> None:
+        store = RedisTokenStore(REDIS_URL)
+        try:
+            await store.fetch("k", Issuer(), min_ttl=0)
+        finally:
+            await store.aclose()
+
+    with pytest.raises(ConfigurationError, match="needs the asyncio event loop"):
+        anyio.run(use, backend="trio")
+
+
+# -- Redis trouble ---------------------------------------------------------------------
+
+
+def outage_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "unavailable" in r.getMessage()]
+
+
+async def test_unreachable_redis_from_the_start_still_delivers_tokens(
+    prefix: str, idp: IdentityProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With nothing listening, every tenant still gets its token; one warning is logged."""
+    caplog.set_level(logging.INFO, logger="tokenflight")
+    store = RedisTokenStore(f"redis://127.0.0.1:{free_port()}/0", prefix=prefix)
+    async with TokenManager(store=store) as tokens:
+        for i in range(5):
+            idp.add_client(f"c{i}", "s3cret")
+            tokens.register(f"t{i}", creds(idp, f"c{i}"))
+        async with anyio.create_task_group() as tg:
+            for i in range(5):
+                tg.start_soon(tokens.get_token, f"t{i}")
+        got = [await tokens.get_token(f"t{i}") for i in range(5)]
+    assert len({t.access_token for t in got}) == 5
+    assert idp.token_requests == 5
+    stats = store.stats()
+    assert (stats.fallbacks, stats.outages, stats.redis_available) == (5, 1, False)
+    assert len(outage_warnings(caplog)) == 1
+    assert all(t.access_token not in caplog.text for t in got)
+
+
+NO_PERSISTENCE = ["--save", "", "--appendonly", "no"]
+
+
+def start_redis(port: int) -> subprocess.Popen[bytes]:
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", REDIS_HOST, *NO_PERSISTENCE],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    for _ in range(100):
+        if _answers(port):
+            return server
+        if server.poll() is not None:
+            break
+        time.sleep(0.05)
+    server.kill()
+    raise RuntimeError(f"redis-server did not start on port {port}")
+
+
+async def test_redis_stopping_and_coming_back(
+    prefix: str, idp: IdentityProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Killing Redis mid-run costs no token (one warning); sharing resumes when it returns."""
+    caplog.set_level(logging.INFO, logger="tokenflight")
+    port = free_port()
+    server = start_redis(port)
+    store = RedisTokenStore(f"redis://127.0.0.1:{port}/0", prefix=prefix, retry_interval=0.2)
+    try:
+        async with TokenManager(store=store) as tokens:
+            for i in range(20):
+                idp.add_client(f"c{i}", "s3cret")
+                tokens.register(f"t{i}", creds(idp, f"c{i}"))
+            await tokens.get_token("t0")
+            assert len(raw_entries(prefix, port)) == 1
+
+            server.kill()
+            server.wait()
+            async with anyio.create_task_group() as tg:  # callers during the outage
+                for i in range(1, 8):
+                    tg.start_soon(tokens.get_token, f"t{i}")
+            for i in range(8, 11):
+                await tokens.get_token(f"t{i}")
+            assert store.stats().fallbacks == 10
+            assert len(outage_warnings(caplog)) == 1
+
+            server = start_redis(port)
+            with anyio.fail_after(5):
+                i = 11
+                while not raw_entries(prefix, port):  # a new fetch writes to Redis again
+                    await anyio.sleep(0.25)
+                    await tokens.get_token(f"t{i}")
+                    i += 1
+        stats = store.stats()
+        assert stats.redis_available
+        assert stats.outages == 1
+        assert len(outage_warnings(caplog)) == 1
+        assert sum("available again" in r.getMessage() for r in caplog.records) == 1
+        assert idp.token_requests == i
+    finally:
+        server.kill()
+        server.wait()
+
+
+# -- a real fleet ----------------------------------------------------------------------
+
+
+class Worker:
+    """A fleet_worker.py subprocess and its stdout, read line by line."""
+
+    def __init__(self, process: Process, log: Path, log_file: IO[bytes]) -> None:
+        self.process = process
+        self.log = log
+        self.log_file = log_file
+        assert process.stdout is not None
+        self.stdout = BufferedByteReceiveStream(process.stdout)
+
+    async def readline(self) -> str:
+        try:
+            return (await self.stdout.receive_until(b"\n", 1 << 20)).decode()
+        except (anyio.EndOfStream, anyio.IncompleteRead):
+            raise AssertionError(f"worker died; its stderr:\n{self.log.read_text()}") from None
+
+
+async def start_workers(count: int, tmp_path: Path, args: list[str]) -> list[Worker]:
+    workers = []
+    for n in range(count):
+        log = tmp_path / f"worker{n}.log"
+        log_file = log.open("wb")
+        process = await anyio.open_process(
+            [sys.executable, str(WORKER), *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log_file,
+        )
+        workers.append(Worker(process, log, log_file))
+    for worker in workers:
+        assert (await worker.readline()).strip() == "ready"
+    return workers
+
+
+async def go(workers: list[Worker]) -> None:
+    for worker in workers:
+        assert worker.process.stdin is not None
+        await worker.process.stdin.send(b"go\n")
+
+
+async def stop(workers: list[Worker]) -> None:
+    with anyio.CancelScope(shield=True):
+        for worker in workers:
+            if worker.process.returncode is None:
+                worker.process.kill()
+            await worker.process.wait()
+            await worker.process.aclose()
+            worker.log_file.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_fleet_of_8_processes_makes_one_request_per_tenant_per_round(
+    prefix: str, tmp_path: Path
+) -> None:
+    """8 processes x 100 tenants: 100 IdP requests at start and 100 at the refresh round."""
+    tenants, lifetime = 100, 10.0
+    async with IdentityProvider(profile="generic", token_lifetime=lifetime) as idp:
+        for i in range(tenants):
+            idp.add_client(f"fleet-{i}", "s3cret")
+        args = ["--token-url", idp.token_url, "--redis-url", REDIS_URL, "--prefix", prefix]
+        # Refresh at 45-50% of the 10 s lifetime, so every process's refresh comes due at
+        # nearly the same time. Workers stop once they have seen the second token of every
+        # tenant, before a third round could start (9 s after the first tokens at the
+        # earliest). Redis timeouts are lenient so that a busy test machine is not mistaken
+        # for a Redis outage.
+        args += ["--tenants", str(tenants), "--client-prefix", "fleet-", "--rounds", "2"]
+        args += ["--fraction", "0.5", "--jitter", "0.05", "--interval", "0.1"]
+        args += ["--duration", "8.5", "--timeout", "3"]
+        workers = await start_workers(8, tmp_path, args)
+        try:
+            with anyio.fail_after(60):
+                await go(workers)
+                for worker in workers:
+                    assert (await worker.readline()).strip() == "warm"
+                assert idp.token_requests == tenants  # the cold start: one per tenant
+                results: list[dict[str, Any]] = [json.loads(await w.readline()) for w in workers]
+                for worker in workers:
+                    assert await worker.process.wait() == 0, worker.log.read_text()
+        finally:
+            await stop(workers)
+        per_client = {idp.token_requests_for(client_id=f"fleet-{i}") for i in range(tenants)}
+        assert idp.token_requests == 2 * tenants  # and the refresh round: one per tenant
+        assert per_client == {2}
+    assert all(r["errors"] == [] for r in results)
+    # Every process saw a second token for every tenant: the refresh round happened.
+    assert all(r["distinct_tokens"] == 2 * tenants for r in results)
+    assert sum(r["store"]["fetches"] for r in results) == 2 * tenants
+    assert sum(r["store"]["fallbacks"] for r in results) == 0
+    assert sum(r["manager"]["store_hits"] for r in results) == 2 * 7 * tenants
+
+
+@pytest.mark.slow
+async def test_killed_lock_holder_is_taken_over(prefix: str, tmp_path: Path) -> None:
+    """SIGKILL the process fetching under the lock: another gets the token after the lock TTL."""
+    lock_ttl = 1.5
+    async with IdentityProvider(profile="generic", token_lifetime=300) as idp:
+        idp.add_client("fleet-0", "s3cret")
+        idp.inject(Fault(delay=5.0), count=1)
+        args = ["--token-url", idp.token_url, "--redis-url", REDIS_URL, "--prefix", prefix]
+        args += ["--client-prefix", "fleet-", "--lock-ttl", str(lock_ttl)]
+        workers = await start_workers(1, tmp_path, args)
+        try:
+            await go(workers)
+            with anyio.fail_after(10), redis.Redis(host=REDIS_HOST, port=REDIS_PORT) as sync:
+                while idp.token_requests < 1 or not list(sync.scan_iter(match=prefix + "*:lock")):
+                    await anyio.sleep(0.02)
+            workers[0].process.send_signal(signal.SIGKILL)
+            await workers[0].process.wait()
+        finally:
+            await stop(workers)
+
+        store = RedisTokenStore(REDIS_URL, prefix=prefix, lock_ttl=lock_ttl)
+        async with TokenManager(store=store) as tokens:
+            tokens.register("t0", creds(idp, "fleet-0"))
+            started = anyio.current_time()
+            with anyio.fail_after(lock_ttl + 2.0):
+                token = await tokens.get_token("t0")
+            elapsed = anyio.current_time() - started
+        assert token.access_token
+        assert elapsed < lock_ttl + 1.0  # the lock's expiry plus one (fast) fetch
+        assert store.stats().lock_takeovers == 1
+        assert idp.token_requests == 2
+
+
+async def test_errors_from_fetch_new_release_the_lock(prefix: str) -> None:
+    """A failed fetch propagates its TokenError and frees the lock for the next caller."""
+    store = RedisTokenStore(REDIS_URL, prefix=prefix)
+
+    async def failing() -> Token:
+        raise TokenError("the IdP said no")
+
+    try:
+        with pytest.raises(TokenError, match="said no"):
+            await store.fetch("k", failing, min_ttl=0)
+        issuer = Issuer()
+        with anyio.fail_after(1):
+            await store.fetch("k", issuer, min_ttl=0)
+        assert issuer.calls == 1
+        assert store.stats().lock_takeovers == 0
+    finally:
+        await store.aclose()

@@ -1,0 +1,114 @@
+"""No secret and no access token in logs, exceptions, reprs or statistics."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import secrets
+import traceback
+from urllib.parse import quote_plus
+
+import anyio
+import pytest
+
+from tokenflight import ClientCredentials, RetryPolicy, TokenError, TokenManager
+from tokenflight.testing import Fault, IdentityProvider
+
+pytestmark = pytest.mark.anyio
+
+RETRY = RetryPolicy(attempts=2, initial_wait=0, max_wait=0, total_timeout=5, cooldown=0)
+
+
+def exception_texts(exc: BaseException) -> list[str]:
+    """str, repr and the formatted traceback of an exception and everything it chains to."""
+    texts: list[str] = []
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        texts += [str(current), repr(current), *map(repr, vars(current).values())]
+        texts += traceback.format_exception(current)
+        todo += [current.__cause__, current.__context__]
+    return texts
+
+
+def forbidden(secret: str, tokens: list[str]) -> list[str]:
+    """The secret in every spelling a request carries it, and the access tokens."""
+    pair = f"acme:{quote_plus(secret)}".encode()
+    return [secret, quote_plus(secret), base64.b64encode(pair).decode(), *tokens]
+
+
+@pytest.mark.parametrize("auth_method", ["client_secret_basic", "client_secret_post"])
+async def test_no_secret_or_token_leaks_across_faults(caplog, auth_method):
+    """Logs (DEBUG), errors, chained causes and reprs never show the secret or a token."""
+    caplog.set_level(logging.DEBUG)
+    secret = "S3CR3T-" + secrets.token_hex(12)
+    planted = "PLANTED-" + secrets.token_hex(12)  # an access token inside a bad response
+    texts: list[str] = []
+    tokens: list[str] = [planted]
+    async with IdentityProvider() as idp, IdentityProvider() as other:
+        idp.add_client("acme", secret)
+        good = ClientCredentials(
+            token_url=idp.token_url, client_id="acme", client_secret=secret, auth_method=auth_method
+        )
+        bad = ClientCredentials(
+            token_url=idp.token_url,
+            client_id="acme",
+            client_secret=secret + "-wrong",
+            auth_method=auth_method,
+        )
+        faults = [
+            Fault(status=503),
+            Fault(status=200, drop=True),
+            Fault(drop=True),
+            Fault(status=200, body=b"<html>oops</html>"),
+            Fault(status=200, body=b'{"access_token":"%s","token_type":"MAC"}' % planted.encode()),
+            Fault(status=200, body=b'{"access_token":"%s"' % planted.encode()),
+            Fault(status=302, headers={"Location": other.token_url}),
+            Fault(status=400, body=b'{"error":"invalid_request","error_description":"x"}'),
+        ]
+        async with TokenManager(retry=RETRY) as tm:
+            tm.register("acme", good)
+            token = await tm.get_token("acme")
+            tokens.append(token.access_token)
+            auth = tm.auth("acme")
+            texts += [repr(good), str(good), repr(bad), repr(token), str(token), repr(tm)]
+            texts += [repr(auth), str(auth), repr(tm.stats()), str(tm.stats())]
+            for fault in faults:
+                idp.inject(fault, count=None)
+                tm.invalidate("acme")
+                with anyio.fail_after(5), pytest.raises(TokenError) as info:
+                    await tm.get_token("acme")
+                texts += exception_texts(info.value)
+                idp.clear_faults()
+            tm.register("acme", bad)
+            with pytest.raises(TokenError) as info:
+                await tm.get_token("acme")
+            texts += exception_texts(info.value)
+            texts += [repr(tm.stats()), repr(tm)]
+        texts += [repr(r) for r in idp.requests]
+    for record in caplog.records:
+        texts += [record.getMessage(), repr(record.args), record.exc_text or ""]
+    assert any("acme" in text for text in texts)  # the client id may appear, and did
+    assert len(caplog.records) > 10
+    haystack = "\n".join(texts)
+    for needle in forbidden(secret, tokens):
+        assert needle not in haystack
+
+
+async def test_token_and_credentials_reprs_hide_values():
+    """repr/str of ClientCredentials and Token leave out the secret and the access token."""
+    secret = "S3CR3T-" + secrets.token_hex(12)
+    async with IdentityProvider() as idp:
+        idp.add_client("acme", secret)
+        good = ClientCredentials(token_url=idp.token_url, client_id="acme", client_secret=secret)
+        async with TokenManager(retry=RETRY) as tm:
+            tm.register("acme", good)
+            token = await tm.get_token("acme")
+            for text in (repr(good), str(good), repr(token), str(token)):
+                assert secret not in text
+                assert token.access_token not in text
+            assert "acme" in repr(good)
