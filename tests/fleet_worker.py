@@ -3,7 +3,7 @@
 Prints ``ready`` once its tenants are registered, waits for a line on stdin (so that the
 test starts every worker at once), asks for every tenant's token at once and prints
 ``warm``, then keeps asking for each tenant's token until it has seen ``--rounds``
-distinct ones (or ``--duration`` seconds have passed), and prints one JSON line of
+distinct ones (or ``--duration`` seconds have passed since ``warm``), and prints one JSON line of
 statistics. Errors are counted, not
 raised, so the test sees them. Run by tests/test_redis_store.py; not a test itself.
 """
@@ -30,7 +30,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--tenants", type=int, default=1)
     parser.add_argument("--client-prefix", default="client-")
     parser.add_argument("--secret", default="s3cret")
-    parser.add_argument("--duration", type=float, default=0.0, help="at most (s)")
+    parser.add_argument("--duration", type=float, default=0.0, help="at most (s) after warm")
     parser.add_argument("--rounds", type=int, default=1, help="tokens to see per tenant")
     parser.add_argument("--interval", type=float, default=0.1)
     parser.add_argument("--fraction", type=float, default=0.5)
@@ -85,6 +85,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             for tenant in tenants:
                 tg.start_soon(call, tenant, 1)
         print("warm", flush=True)
+        start = anyio.current_time()  # the time limit counts from here
         async with anyio.create_task_group() as tg:  # until the refresh round has landed
             for tenant in tenants:
                 tg.start_soon(call, tenant, args.rounds)

@@ -169,6 +169,18 @@ async def test_min_ttl_refreshes_first_in_a_single_flight():
             assert idp.token_requests == 2
 
 
+async def test_min_ttl_beyond_the_lifetime_does_not_fetch_on_every_call():
+    """A min_ttl longer than any token lives is capped, so repeated calls reuse one token."""
+    async with IdentityProvider(token_lifetime=2) as idp:
+        idp.add_client("acme", SECRET)
+        async with TokenManager() as tokens:
+            tokens.register("acme", creds(idp))
+            first = await tokens.get_token("acme", min_ttl=3600)
+            for _ in range(50):
+                assert await tokens.get_token("acme", min_ttl=3600) is first
+            assert idp.token_requests == 1
+
+
 async def gather_tokens_min_ttl(tokens: TokenManager, n: int, min_ttl: float) -> list[Token]:
     results: list[Token] = []
 

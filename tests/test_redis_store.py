@@ -449,19 +449,19 @@ async def test_fleet_of_8_processes_makes_one_request_per_tenant_per_round(
     prefix: str, tmp_path: Path
 ) -> None:
     """8 processes x 100 tenants: 100 IdP requests at start and 100 at the refresh round."""
-    tenants, lifetime = 100, 10.0
+    tenants, lifetime = 100, 16.0
     async with IdentityProvider(profile="generic", token_lifetime=lifetime) as idp:
         for i in range(tenants):
             idp.add_client(f"fleet-{i}", "s3cret")
         args = ["--token-url", idp.token_url, "--redis-url", REDIS_URL, "--prefix", prefix]
-        # Refresh at 45-50% of the 10 s lifetime, so every process's refresh comes due at
+        # Refresh at 45-50% of the 16 s lifetime, so every process's refresh comes due at
         # nearly the same time. Workers stop once they have seen the second token of every
-        # tenant, before a third round could start (9 s after the first tokens at the
-        # earliest). Redis timeouts are lenient so that a busy test machine is not mistaken
-        # for a Redis outage.
+        # tenant, before a third round could start (14.4 s after the first tokens at the
+        # earliest; the cold start may take seconds on a busy machine). Redis timeouts are
+        # lenient so that a busy machine is not mistaken for a Redis outage.
         args += ["--tenants", str(tenants), "--client-prefix", "fleet-", "--rounds", "2"]
         args += ["--fraction", "0.5", "--jitter", "0.05", "--interval", "0.1"]
-        args += ["--duration", "8.5", "--timeout", "3"]
+        args += ["--duration", "12", "--timeout", "3"]
         workers = await start_workers(8, tmp_path, args)
         try:
             with anyio.fail_after(60):

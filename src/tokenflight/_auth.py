@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING, final
 import httpx
 
 if TYPE_CHECKING:
+    from ._dpop import DPoPProver
     from ._manager import Resource, Scopes, TokenManager
+    from ._token import Token
 
 __all__ = ["TokenAuth"]
 
@@ -62,8 +64,12 @@ class TokenAuth(httpx.Auth):
         token = await manager.get_token(
             self._tenant, audience=self._audience, resource=self._resource, scopes=self._scopes
         )
-        request.headers["Authorization"] = f"Bearer {token.access_token}"
+        dpop = self._authorize(request, token)
         response = yield request
+        if dpop is not None and _wants_dpop_nonce(response, dpop, request):
+            self._authorize(request, token)  # a new proof carrying the server's nonce
+            await response.aread()
+            response = yield request
         if not _is_invalid_token(response) or not isinstance(request.stream, httpx.ByteStream):
             return
         manager.invalidate(
@@ -76,6 +82,34 @@ class TokenAuth(httpx.Auth):
         token = await manager.get_token(
             self._tenant, audience=self._audience, resource=self._resource, scopes=self._scopes
         )
-        request.headers["Authorization"] = f"Bearer {token.access_token}"
+        self._authorize(request, token)
         await response.aread()  # release the connection before sending again
         yield request
+
+    def _authorize(self, request: httpx.Request, token: Token) -> DPoPProver | None:
+        """Set `Authorization` (Bearer, or DPoP with a fresh proof for a DPoP token)."""
+        prover = None
+        if token.token_type.lower() == "dpop":
+            prover = self._manager.dpop_prover(
+                self._tenant, audience=self._audience, resource=self._resource, scopes=self._scopes
+            )
+        if prover is None:
+            request.headers["Authorization"] = f"Bearer {token.access_token}"
+            return None
+        request.headers["Authorization"] = f"DPoP {token.access_token}"
+        request.headers["DPoP"] = prover.proof(
+            request.method, str(request.url), access_token=token.access_token
+        )
+        return prover
+
+
+def _wants_dpop_nonce(response: httpx.Response, prover: DPoPProver, request: httpx.Request) -> bool:
+    """Whether a resource asked for a DPoP nonce it just gave (RFC 9449 section 9)."""
+    fresh = prover.nonces.observe(str(request.url), response.headers)
+    challenge = response.headers.get("www-authenticate", "").lower()
+    return (
+        fresh
+        and response.status_code == 401
+        and "use_dpop_nonce" in challenge
+        and isinstance(request.stream, httpx.ByteStream)
+    )

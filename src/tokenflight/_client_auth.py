@@ -22,6 +22,7 @@ from ._jwt import ASSERTION_TYPE, SigningKey, client_assertion, load_private_key
 
 if TYPE_CHECKING:
     from ._config import ClientCredentials
+    from ._dpop import DPoPProver
     from ._endpoint import TokenEndpoint, TokenRequest
     from ._token import Token
 
@@ -114,7 +115,9 @@ def choose_auth_method(creds: ClientCredentials, supported: Collection[str] | No
         ConfigurationError: None of the server's methods fits the configuration.
     """
     offered = ("client_secret_basic",) if supported is None else tuple(supported)
-    possible = ("private_key_jwt",) if creds.private_key is not None else _PREFERENCE[1:]
+    possible: tuple[str, ...] = (
+        ("private_key_jwt",) if creds.private_key is not None else _PREFERENCE[1:]
+    )
     if creds.private_key is None and not _can_sign_with_secret(creds.client_secret or ""):
         possible = _PREFERENCE[2:]
     for method in _PREFERENCE:
@@ -186,7 +189,11 @@ def signing_key_of(creds: ClientCredentials) -> SigningKey | None:
 
 
 async def fetch_with_auth(
-    endpoint: TokenEndpoint, creds: ClientCredentials, request: TokenRequest
+    endpoint: TokenEndpoint,
+    creds: ClientCredentials,
+    request: TokenRequest,
+    *,
+    dpop: DPoPProver | None = None,
 ) -> Token:
     """Fetch with the configured method; for `auto`, find the method and remember it."""
     url = creds.token_url
@@ -197,18 +204,18 @@ async def fetch_with_auth(
         )
     method = creds.auth_method or "client_secret_basic"
     if method != "auto":
-        return await endpoint.fetch_with(creds, request, method)
+        return await endpoint.fetch_with(creds, request, method, dpop=dpop)
     known = endpoint.auto_methods.get(url)
     if known is not None:
-        return await endpoint.fetch_with(creds, request, known)
+        return await endpoint.fetch_with(creds, request, known, dpop=dpop)
     try:
-        token = await endpoint.fetch_with(creds, request, "client_secret_basic")
+        token = await endpoint.fetch_with(creds, request, "client_secret_basic", dpop=dpop)
         method = "client_secret_basic"
     except TokenRequestRefused as exc:
         if exc.error != "invalid_client":
             raise
         logger.info("token endpoint %s refused Basic; trying the form body", url)
-        token = await endpoint.fetch_with(creds, request, "client_secret_post")
+        token = await endpoint.fetch_with(creds, request, "client_secret_post", dpop=dpop)
         method = "client_secret_post"
     endpoint.auto_methods[url] = method
     return token

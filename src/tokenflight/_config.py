@@ -89,6 +89,8 @@ class ClientCredentials:
         assertion_audience: The assertion's `aud`: the token endpoint by default, `"issuer"`
             for the issuer, or an explicit URL.
         assertion_lifetime: Seconds an assertion is valid (`exp - iat`).
+        dpop: Bind tokens to a key pair per slot with DPoP (RFC 9449); `TokenAuth` then
+            sends `Authorization: DPoP` with a fresh proof on every request.
         scopes: Default scopes, used when `get_token` is called without `scopes`.
         audience: Default `audience` form field (Auth0 and others).
         resource: Default RFC 8707 `resource` indicator(s).
@@ -106,6 +108,7 @@ class ClientCredentials:
     signing_alg: str | None = None
     assertion_audience: str | None = None
     assertion_lifetime: float = 60.0
+    dpop: bool = False
     _signing_key: Any = field(default=None, init=False, repr=False, compare=False)
     scopes: tuple[str, ...] = ()
     audience: str | None = None

@@ -21,8 +21,20 @@ from tenacity import (
 
 from ._client_auth import apply_client_auth, fetch_with_auth
 from ._config import ClientCredentials, RefreshPolicy, RetryPolicy
-from ._errors import ConfigurationError, MalformedTokenResponse, TokenEndpointUnavailable
-from ._token import Token, parse_error, parse_retry_after, parse_token_response
+from ._dpop import DPOP_TOKEN_TYPES, DPoPProver
+from ._errors import (
+    ConfigurationError,
+    MalformedTokenResponse,
+    TokenEndpointUnavailable,
+    TokenRequestRefused,
+)
+from ._token import (
+    SUPPORTED_TOKEN_TYPES,
+    Token,
+    parse_error,
+    parse_retry_after,
+    parse_token_response,
+)
 
 __all__ = ["MAX_BODY_BYTES", "TokenEndpoint", "TokenRequest", "basic_authorization"]
 
@@ -109,11 +121,14 @@ class TokenEndpoint:
         #: For `auth_method="auto"`: the method that worked, per token URL.
         self.auto_methods: dict[str, str] = {}
 
-    async def fetch(self, creds: ClientCredentials, request: TokenRequest) -> Token:
+    async def fetch(
+        self, creds: ClientCredentials, request: TokenRequest, *, dpop: DPoPProver | None = None
+    ) -> Token:
         """Get a new token, retrying transient failures within the policy's budget.
 
         With `auth_method="auto"`, Basic is tried first and the form body once on
-        `invalid_client`; what worked is remembered per token URL.
+        `invalid_client`; what worked is remembered per token URL. With `dpop`, each
+        request carries a DPoP proof and a DPoP token type is accepted.
 
         Raises:
             TokenRequestRefused: The provider said no (not retried).
@@ -121,10 +136,15 @@ class TokenEndpoint:
             MalformedTokenResponse: The answer is not a usable token.
             ConfigurationError: The endpoint redirected, or was not discovered.
         """
-        return await fetch_with_auth(self, creds, request)
+        return await fetch_with_auth(self, creds, request, dpop=dpop)
 
     async def fetch_with(
-        self, creds: ClientCredentials, request: TokenRequest, method: str
+        self,
+        creds: ClientCredentials,
+        request: TokenRequest,
+        method: str,
+        *,
+        dpop: DPoPProver | None = None,
     ) -> Token:
         """Get a new token authenticating with `method`, retrying transient failures.
 
@@ -148,8 +168,16 @@ class TokenEndpoint:
         async def attempt() -> Token:
             nonlocal attempts
             attempts += 1
-            form, headers = build_form(creds, request, method=method)  # fresh assertion each
-            return await self._attempt(url, form, headers, attempts)
+            for nonce_retry in (False, True):  # RFC 9449 section 8: once more with a nonce
+                form, headers = build_form(creds, request, method=method)  # fresh assertion
+                if dpop is not None:
+                    headers["DPoP"] = dpop.proof("POST", url)
+                try:
+                    return await self._attempt(url, form, headers, attempts, dpop=dpop)
+                except TokenRequestRefused as exc:
+                    if nonce_retry or dpop is None or exc.error != "use_dpop_nonce":
+                        raise
+            raise AssertionError("unreachable")  # pragma: no cover
 
         try:
             with anyio.fail_after(policy.total_timeout):
@@ -176,6 +204,8 @@ class TokenEndpoint:
         form: dict[str, str | list[str]],
         headers: dict[str, str],
         attempt: int,
+        *,
+        dpop: DPoPProver | None = None,
     ) -> Token:
         started = self._clock()
         logger.debug("token request to %s (attempt %d)", url, attempt)
@@ -191,9 +221,20 @@ class TokenEndpoint:
             raise MalformedTokenResponse(
                 f"token endpoint {url} sent a body that could not be decoded: {exc}",
             ) from exc
-        return self._interpret(url, response, body, started)
+        if dpop is not None:
+            dpop.nonces.observe(url, response.headers)
+        types = DPOP_TOKEN_TYPES if dpop is not None else SUPPORTED_TOKEN_TYPES
+        return self._interpret(url, response, body, started, token_types=types)
 
-    def _interpret(self, url: str, response: httpx.Response, body: bytes, started: float) -> Token:
+    def _interpret(
+        self,
+        url: str,
+        response: httpx.Response,
+        body: bytes,
+        started: float,
+        *,
+        token_types: frozenset[str] = SUPPORTED_TOKEN_TYPES,
+    ) -> Token:
         status = response.status_code
         if 200 <= status < 300:
             token = parse_token_response(
@@ -203,6 +244,7 @@ class TokenEndpoint:
                 endpoint=url,
                 default_lifetime=self._refresh.default_lifetime,
                 max_lifetime=self._refresh.max_lifetime,
+                token_types=token_types,
             )
             logger.debug("token from %s, lifetime %.0fs", url, token.expires_in)
             return token

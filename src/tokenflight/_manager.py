@@ -23,6 +23,7 @@ from ._config import (
     normalize_scopes,
 )
 from ._discovery import Discovery
+from ._dpop import DPoPProver, NonceBook
 from ._endpoint import TokenEndpoint, TokenRequest
 from ._errors import (
     ConfigurationError,
@@ -89,7 +90,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         http_client: httpx.AsyncClient | None = None,
         limits: httpx.Limits = DEFAULT_LIMITS,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
-        max_concurrent_fetches: int = 32,
+        max_concurrent_fetches: int = 20,
     ) -> None:
         if not isinstance(max_concurrent_fetches, int) or max_concurrent_fetches < 1:
             raise ConfigurationError("max_concurrent_fetches must be an integer >= 1")
@@ -139,6 +140,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
                 client, retry=self._retry, refresh=self._refresh, clock=self._clock
             )
             self._discovery = Discovery(client)
+            self._dpop_nonces = NonceBook()
             self._fetch_limiter = anyio.Semaphore(self._max_fetches)
             self._refreshing = 0
             self._refresh_queue: deque[Slot] = deque()
@@ -289,6 +291,29 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         """
         return TokenAuth(self, tenant, audience=audience, resource=resource, scopes=scopes)
 
+    def dpop_prover(
+        self,
+        tenant: str,
+        *,
+        audience: str | None = None,
+        resource: Resource | None = None,
+        scopes: Scopes | None = None,
+    ) -> DPoPProver | None:
+        """The DPoP key of a key's slot (None without DPoP or before its first token)."""
+        key = SlotKey(
+            tenant,
+            audience,
+            None if resource is None else normalize_resource(resource),
+            None if scopes is None else normalize_scopes(scopes),
+        )
+        slot = self._slots.get(key)
+        return None if slot is None else slot.dpop
+
+    @property
+    def dpop_nonces(self) -> NonceBook:
+        """The `DPoP-Nonce` last given by each server (origin)."""
+        return self._dpop_nonces
+
     def stats(self) -> ManagerStatistics:
         """A snapshot of the counters, per live key and in total."""
         keys: dict[SlotKey, KeyStatistics] = {}
@@ -318,7 +343,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             slot = await self._create_slot(key)
         while True:
             now = self._clock()
-            if slot.is_usable(now, min_ttl):
+            if slot.is_usable(now, _capped_ttl(slot, min_ttl)):
                 slot.hits += 1
                 return slot.token  # type: ignore[return-value]
             slot.misses += 1
@@ -460,14 +485,16 @@ class TokenManager(anyio.AsyncContextManagerMixin):
     async def _obtain(self, slot: Slot, flight: Flight) -> Token:
         if slot.creds.token_url is None:  # discovered once per issuer, then kept on the slot
             slot.creds = await self._discovery.resolve(slot.creds)
+        if slot.creds.dpop and slot.dpop is None:
+            slot.dpop = DPoPProver(self._dpop_nonces)
         if self._store is None:
-            return await self._endpoint.fetch(slot.creds, slot.request)
+            return await self._endpoint.fetch(slot.creds, slot.request, dpop=slot.dpop)
         fetched = False
 
         async def fetch_new() -> Token:
             nonlocal fetched
             fetched = True
-            return await self._endpoint.fetch(slot.creds, slot.request)
+            return await self._endpoint.fetch(slot.creds, slot.request, dpop=slot.dpop)
 
         token = await self._store.fetch(store_key(slot), fetch_new, min_ttl=0.0)
         if not fetched:
@@ -610,3 +637,14 @@ def _counters(slot: Slot) -> KeyStatistics:
         failures=slot.failure_count,
         store_hits=slot.store_hits,
     )
+
+
+def _capped_ttl(slot: Slot, min_ttl: float) -> float:
+    """`min_ttl`, capped to half of what a new token of this slot would give.
+
+    Asking more than a token can ever hold would otherwise fetch on every call.
+    """
+    token = slot.token
+    if token is None or not min_ttl:
+        return min_ttl
+    return min(min_ttl, (slot.usable_until - token.obtained_at) / 2)

@@ -13,6 +13,7 @@ from typing import NamedTuple
 import anyio
 
 from ._config import ClientCredentials
+from ._dpop import DPoPProver
 from ._endpoint import TokenRequest
 from ._errors import TokenError
 from ._token import Token
@@ -78,6 +79,8 @@ class Slot:
     store_hits: int = 0
     # Every key spelling that maps to this slot (defaults omitted or written out).
     aliases: list[SlotKey] = field(default_factory=list)
+    # The slot's DPoP key pair, made on its first fetch when the credentials ask for DPoP.
+    dpop: DPoPProver | None = None
 
     def is_usable(self, now: float, min_ttl: float = 0.0) -> bool:
         """Whether the current token may be handed out for at least `min_ttl` more seconds."""
