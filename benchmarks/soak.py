@@ -50,6 +50,7 @@ class SoakResult:
     config: SoakConfig
     calls: int = 0
     errors: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, str] = field(default_factory=dict)
     expired_handed_out: int = 0
     resource_calls: int = 0
     resource_401: int = 0
@@ -86,6 +87,7 @@ class SoakResult:
         ]
         lines = ["| measure | value |", "|---|---|"]
         lines += [f"| {name} | {value} |" for name, value in rows]
+        lines += [f"\n{name}, for example: {text}" for name, text in self.examples.items()]
         return "\n".join(lines)
 
 
@@ -144,6 +146,7 @@ async def run_soak(config: SoakConfig) -> SoakResult:
                     token = await tm.get_token(tenant)
                 except TokenError as exc:
                     result.errors[type(exc).__name__] += 1
+                    result.examples.setdefault(type(exc).__name__, str(exc))
                 else:
                     if token.expires_at <= anyio.current_time():
                         result.expired_handed_out += 1
@@ -162,6 +165,7 @@ async def run_soak(config: SoakConfig) -> SoakResult:
                     response = await api.get(idp.resource_url, auth=auths[tenant])
                 except TokenError as exc:
                     result.errors[type(exc).__name__] += 1
+                    result.examples.setdefault(type(exc).__name__, str(exc))
                     continue
                 result.resource_calls += 1
                 result.resource_401 += response.status_code == 401

@@ -188,7 +188,7 @@ async def test_serve_stale_then_fail_fast_then_recover():
         idp.inject(Fault(status=503), count=None)
         usable_until = first.expires_at - refresh.leeway_for(first.expires_in)
         with anyio.fail_after(5):
-            while anyio.current_time() < usable_until - 0.1:
+            while anyio.current_time() < usable_until - 0.3:
                 assert (await tm.get_token("acme")).access_token == first.access_token
                 await anyio.sleep(0.02)
         assert idp.token_requests >= 2  # the background refresh was tried, and failed
@@ -202,7 +202,8 @@ async def test_serve_stale_then_fail_fast_then_recover():
         while anyio.current_time() - start < 1.0:
             await gather(100, lambda: tm.get_token("acme"))
             await anyio.sleep(0.05)
-        assert idp.token_requests - before <= 1.0 / retry.cooldown + 1
+        elapsed = anyio.current_time() - start
+        assert idp.token_requests - before <= elapsed / retry.cooldown + 1
         idp.clear_faults()
         with anyio.fail_after(3):
             while True:

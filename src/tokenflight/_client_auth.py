@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from ._errors import ConfigurationError, TokenRequestRefused
 from ._jwt import ASSERTION_TYPE, SigningKey, client_assertion, load_private_key, secret_key
+from ._mtls import TLS_METHODS
 
 if TYPE_CHECKING:
     from ._config import ClientCredentials
@@ -32,7 +33,14 @@ logger = logging.getLogger("tokenflight")
 
 _SECRET_METHODS = ("client_secret_basic", "client_secret_post", "client_secret_jwt", "auto")
 #: Strongest first: what discovery picks when no auth_method is configured.
-_PREFERENCE = ("private_key_jwt", "client_secret_jwt", "client_secret_basic", "client_secret_post")
+_PREFERENCE = (
+    "private_key_jwt",
+    "client_secret_jwt",
+    "client_secret_basic",
+    "client_secret_post",
+    "tls_client_auth",
+    "self_signed_tls_client_auth",
+)
 
 
 def check_credentials(creds: ClientCredentials, check_url: Callable[..., None]) -> None:
@@ -68,13 +76,22 @@ def check_credentials(creds: ClientCredentials, check_url: Callable[..., None]) 
     secret, key = creds.client_secret, creds.private_key
     if secret is not None and (not isinstance(secret, str) or not secret):
         raise ConfigurationError(f"client_secret for {who} is empty or not a string")
+    cert = creds.client_cert
     if method is None and (creds.token_url is not None or key is not None):
         method = "private_key_jwt" if key is not None else "client_secret_basic"
+        if key is None and secret is None and cert is not None:
+            method = "tls_client_auth"
+    if method in TLS_METHODS and cert is None:
+        raise ConfigurationError(f"{who}: {method} needs client_cert (a PEM file path)")
+    for name in ("client_cert", "client_key", "tls_ca_bundle"):
+        value = getattr(creds, name)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ConfigurationError(f"{name} must be a file path")
     if method == "private_key_jwt" and key is None:
         raise ConfigurationError(f"{who}: private_key_jwt needs private_key (PEM or JWK)")
     if method in _SECRET_METHODS and secret is None:
         raise ConfigurationError(f"client_secret for {who} is missing or empty")
-    if method is None and secret is None and key is None:
+    if method is None and secret is None and key is None and cert is None:
         raise ConfigurationError(f"{who}: give client_secret or private_key")
     if key is not None and method not in (None, "private_key_jwt"):
         raise ConfigurationError(f"{who}: private_key is only used with private_key_jwt")
@@ -115,11 +132,15 @@ def choose_auth_method(creds: ClientCredentials, supported: Collection[str] | No
         ConfigurationError: None of the server's methods fits the configuration.
     """
     offered = ("client_secret_basic",) if supported is None else tuple(supported)
-    possible: tuple[str, ...] = (
-        ("private_key_jwt",) if creds.private_key is not None else _PREFERENCE[1:]
-    )
-    if creds.private_key is None and not _can_sign_with_secret(creds.client_secret or ""):
-        possible = _PREFERENCE[2:]
+    possible: tuple[str, ...] = ()
+    if creds.private_key is not None:
+        possible = ("private_key_jwt",)
+    elif creds.client_secret is not None:
+        possible = ("client_secret_basic", "client_secret_post")
+        if _can_sign_with_secret(creds.client_secret):
+            possible = ("client_secret_jwt", *possible)
+    if creds.client_cert is not None:
+        possible = (*possible, *sorted(TLS_METHODS))
     for method in _PREFERENCE:
         if method in possible and method in offered:
             return method
@@ -148,6 +169,8 @@ def apply_client_auth(
         headers["Authorization"] = basic_authorization(creds.client_id, secret)
         return
     form["client_id"] = creds.client_id
+    if method in TLS_METHODS:
+        return  # the client certificate, in the TLS handshake, authenticates
     if method == "client_secret_post":
         assert secret is not None
         form["client_secret"] = secret

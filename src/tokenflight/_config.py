@@ -14,13 +14,21 @@ from ._errors import ConfigurationError
 __all__ = ["AuthMethod", "ClientCredentials", "RefreshPolicy", "RetryPolicy"]
 
 AuthMethod = Literal[
-    "client_secret_basic", "client_secret_post", "client_secret_jwt", "private_key_jwt", "auto"
+    "client_secret_basic",
+    "client_secret_post",
+    "client_secret_jwt",
+    "private_key_jwt",
+    "tls_client_auth",
+    "self_signed_tls_client_auth",
+    "auto",
 ]
 AUTH_METHODS: tuple[str, ...] = (
     "client_secret_basic",
     "client_secret_post",
     "client_secret_jwt",
     "private_key_jwt",
+    "tls_client_auth",
+    "self_signed_tls_client_auth",
     "auto",
 )
 
@@ -91,6 +99,12 @@ class ClientCredentials:
         assertion_lifetime: Seconds an assertion is valid (`exp - iat`).
         dpop: Bind tokens to a key pair per slot with DPoP (RFC 9449); `TokenAuth` then
             sends `Authorization: DPoP` with a fresh proof on every request.
+        client_cert: Path of a PEM client certificate (chain) presented to the token
+            endpoint: mutual TLS (RFC 8705) for `tls_client_auth` and
+            `self_signed_tls_client_auth`. Each certificate gets its own connection pool.
+        client_key: Path of the certificate's private key, if not in `client_cert`.
+        tls_ca_bundle: Path of the CA bundle that verifies the token endpoint over mutual
+            TLS (default: the system's trust store).
         scopes: Default scopes, used when `get_token` is called without `scopes`.
         audience: Default `audience` form field (Auth0 and others).
         resource: Default RFC 8707 `resource` indicator(s).
@@ -109,6 +123,9 @@ class ClientCredentials:
     assertion_audience: str | None = None
     assertion_lifetime: float = 60.0
     dpop: bool = False
+    client_cert: str | None = None
+    client_key: str | None = None
+    tls_ca_bundle: str | None = None
     _signing_key: Any = field(default=None, init=False, repr=False, compare=False)
     scopes: tuple[str, ...] = ()
     audience: str | None = None

@@ -496,7 +496,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             fetched = True
             return await self._endpoint.fetch(slot.creds, slot.request, dpop=slot.dpop)
 
-        token = await self._store.fetch(store_key(slot), fetch_new, min_ttl=0.0)
+        token = await self._store.fetch(store_key(slot), fetch_new, min_ttl=0.0, current=slot.token)
         if not fetched:
             slot.store_hits += 1
             flight.from_store = True

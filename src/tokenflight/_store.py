@@ -21,14 +21,20 @@ __all__ = ["TokenStore", "store_key"]
 class TokenStore(Protocol):
     """A token store shared by several managers (processes).
 
-    `fetch` returns a token for `key` that stays usable for at least `min_ttl` seconds:
-    one found in the store, or the result of calling `fetch_new()` (which asks the token
-    endpoint) while holding the store's lock for that key, then saved. A store that
-    cannot reach its backend must fall back to calling `fetch_new()` itself.
+    `fetch` returns a token for `key` that stays usable for at least `min_ttl` seconds
+    and is not `current` (the token the caller already holds, or None): one found in the
+    store, or the result of calling `fetch_new()` (which asks the token endpoint) while
+    holding the store's lock for that key, then saved. A store that cannot reach its
+    backend must fall back to calling `fetch_new()` itself.
     """
 
     async def fetch(
-        self, key: str, fetch_new: Callable[[], Awaitable[Token]], *, min_ttl: float
+        self,
+        key: str,
+        fetch_new: Callable[[], Awaitable[Token]],
+        *,
+        min_ttl: float,
+        current: Token | None,
     ) -> Token: ...
 
     async def invalidate(self, key: str, access_token: str) -> None:

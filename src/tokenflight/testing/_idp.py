@@ -16,6 +16,7 @@ import anyio
 import anyio.abc
 from anyio import AsyncContextManagerMixin
 
+from ._dpop import DPoPChecker, DPoPRefusal
 from ._http import Request, Response, json_response, serve_connection
 from ._model import (
     PROFILES,
@@ -41,6 +42,7 @@ class _Issued:
     key: _TokenKey
     expires_at: float
     whole: bool
+    jkt: str | None = None  # the DPoP key thumbprint the token is bound to
 
 
 @dataclass(slots=True)
@@ -103,6 +105,8 @@ class IdentityProvider(AsyncContextManagerMixin):
         self.metadata_overrides: dict[str, object] = {}
         self.metadata_requests = 0
         self._jti = JtiCache()
+        #: Checks DPoP proofs; set ``dpop.nonce`` to demand a nonce (RFC 9449 section 8).
+        self.dpop = DPoPChecker()
         self._signer = AccessTokenSigner()
         self.admin = admin
         self._host = host
@@ -292,6 +296,12 @@ class IdentityProvider(AsyncContextManagerMixin):
         if attempt.auth_method == "private_key_jwt" and attempt.problem is None:
             audiences = (self.token_url, self.url)
             verify_client_assertion(attempt, self._clients, audiences=audiences, jti=self._jti)
+        jkt = None
+        if attempt.dpop_proof is not None:
+            try:
+                jkt = self.dpop.check(attempt.dpop_proof, method="POST", url=self.token_url)
+            except DPoPRefusal as refusal:
+                return refusal.token_response()
         try:
             grant = check_request(attempt, self.profile, self._clients)
         except Refusal as refusal:
@@ -305,9 +315,10 @@ class IdentityProvider(AsyncContextManagerMixin):
             expires_in = expires_in_value(lifetime)
         else:
             expires_in = self._remaining(issued, now)
+        issued.jkt = jkt
         payload: dict[str, object] = {
             "access_token": issued.token,
-            "token_type": self.profile.token_type,
+            "token_type": self.profile.token_type if jkt is None else "DPoP",
             "expires_in": expires_in,
         }
         if grant.scope and self.profile.include_scope:
@@ -422,9 +433,23 @@ class IdentityProvider(AsyncContextManagerMixin):
     def _resource(self, request: Request) -> Response:
         self.resource_requests += 1
         scheme, _, token = request.headers.get("authorization", "").strip().partition(" ")
-        issued = self._tokens.get(token.strip()) if scheme.lower() == "bearer" else None
+        issued = self._tokens.get(token.strip()) if scheme.lower() in ("bearer", "dpop") else None
         if issued is not None and issued.expires_at <= self._clock():
             issued = None
+        if issued is not None and (issued.jkt is not None or scheme.lower() == "dpop"):
+            try:  # a DPoP-bound token needs the DPoP scheme and a proof by its key
+                if issued.jkt is None or scheme.lower() != "dpop":
+                    raise DPoPRefusal("invalid_token", "token and scheme do not match")
+                self.dpop.check(
+                    request.headers.get("dpop"),
+                    method=request.method,
+                    url=self.url + request.path,
+                    access_token=issued.token,
+                    jkt=issued.jkt,
+                )
+            except DPoPRefusal as refusal:
+                self.resource_rejections += 1
+                return refusal.resource_response()
         if issued is None:
             self.resource_rejections += 1
             challenge = ("WWW-Authenticate", 'Bearer error="invalid_token"')

@@ -71,6 +71,8 @@ class Attempt:
     problem: Refusal | None = None
     #: The client whose assertion (RFC 7523) checked out, set by `_verify`.
     verified: IdPClient | None = None
+    #: The ``DPoP`` header (RFC 9449 proof), if any.
+    dpop_proof: str | None = None
 
     def public_form(self) -> dict[str, str]:
         """The form without the client secret or assertion."""
@@ -97,6 +99,7 @@ def parse_request(request: Request) -> Attempt:
     except Refusal as refusal:
         attempt.problem = refusal
     attempt.audience = attempt.form.get("audience") or None
+    attempt.dpop_proof = request.headers.get("dpop")
     return attempt
 
 
