@@ -297,10 +297,11 @@ def _b6(agg: dict) -> str:
     return table(["fault", "contender", "first call", "IdP requests", "time ms", "× tf"], lines)
 
 
-def _seen(value: Any) -> str:
+def _seen(value: Any, timed_out: Any = False) -> str:
     if not isinstance(value, dict):
         return "–"
-    return ", ".join(f"{k} ×{n}" for k, n in sorted(value.items()))
+    text = ", ".join(f"{k} ×{n}" for k, n in sorted(value.items()))
+    return text + (" (the rest still waiting at the time limit)" if timed_out else "")
 
 
 def _b7(agg: dict) -> str:
@@ -311,8 +312,8 @@ def _b7(agg: dict) -> str:
             num(r.get("wave1.token_requests")),
             num(r.get("wave2.token_requests")),
             ratio(r.get("wave1.token_requests"), tf.get("wave1.token_requests")),
-            _seen(r.get("wave1.seen")),
-            _seen(r.get("wave2.seen")),
+            _seen(r.get("wave1.seen"), r.get("wave1.timed_out")),
+            _seen(r.get("wave2.seen"), r.get("wave2.timed_out")),
             f"{num(r.get('wave1.time_ms'))} / {num(r.get('wave2.time_ms'))}",
         ]
         for name, r in agg.items()
@@ -352,7 +353,11 @@ SECTIONS = {
         "B6 faults on the first call",
         "The fault hits the first token request(s) of a cold tenant.",
     ),
-    "B7": ("B7 wrong secret", "{b7_callers} concurrent callers, then {b7_callers} more."),
+    "B7": (
+        "B7 wrong secret",
+        "{b7_callers} concurrent callers, then {b7_callers} more; "
+        "each wave stops after {b7_limit:g} s.",
+    ),
 }
 
 

@@ -50,6 +50,7 @@ QUICK: dict[str, Any] = {
     "b5_tenants": 5_000,
     "b5_idle": 0.5,
     "b7_callers": 100,
+    "b7_limit": 1.5,
 }
 FULL: dict[str, Any] = {
     **QUICK,
@@ -64,6 +65,7 @@ FULL: dict[str, Any] = {
     "b4_limit": 30.0,
     "b5_tenants": 100_000,
     "b5_idle": 5.0,
+    "b7_limit": 10.0,
 }
 IN_PROCESS = {"B1": b1, "B2": b2, "B3": b3, "B6": b6, "B7": b7}
 ORDER = ("B1", "B2", "B3", "B4", "B5", "B6", "B7")

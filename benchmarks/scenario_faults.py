@@ -67,13 +67,14 @@ async def b7(env: Env, cls: type[Contender], rnd: int, cfg: dict[str, Any]) -> d
 
         await env.admin.reset()
         started = time.perf_counter()
-        with anyio.move_on_after(cfg["limit"]):
+        with anyio.move_on_after(cfg["b7_limit"]):
             async with anyio.create_task_group() as tg:
                 for _ in range(cfg["b7_callers"]):
                     tg.start_soon(caller)
         elapsed = time.perf_counter() - started
         stats = await env.admin.stats()
         out[wave] = {
+            "timed_out": sum(seen.values()) < cfg["b7_callers"],
             "token_requests": stats["token_requests"],
             "seen": dict(seen),
             "time_ms": elapsed * 1000,

@@ -115,15 +115,14 @@ async def _paired(
     base_us: list[float] = []
     subject_us: list[float] = []
     calls = 0
+    gc.collect()
+    gc.disable()
     try:
         for _ in range(chunks):
-            gc.collect()
-            gc.disable()
             n, secs = await _loop(base, per, math.inf)
             base_us.append(secs / n * 1e6)
             n, secs = await _loop(subject, per, deadline)
             subject_us.append(secs / n * 1e6)
-            gc.enable()
             calls += n
             if time.perf_counter() > deadline:
                 break

@@ -367,11 +367,6 @@ async def test_same_token_refresh_keeps_expiry_and_does_not_loop():
         assert 2 <= idp.token_requests <= 3  # the first fetch and one early refresh
 
 
-@pytest.mark.xfail(
-    reason="bug: _manager.py _settle_token same-token branch sets usable_until to "
-    "old.expires_at, dropping the leeway",
-    strict=True,
-)
 async def test_same_token_refresh_keeps_the_leeway():
     """After a same-token refresh, a call within the leeway of expiry is not served from cache."""
     refresh = RefreshPolicy(fraction=0.3, jitter=0, leeway=0.3)

@@ -103,9 +103,13 @@ class Discovery:
         assert creds.issuer is not None  # ClientCredentials guarantees it
         metadata = await self.metadata(creds.issuer, allow_http=creds.allow_insecure_http)
         method = creds.auth_method or choose_auth_method(creds, metadata.auth_methods)
+        token_url = creds.token_url or metadata.token_endpoint
+        if creds.token_url is None and creds.client_cert is not None:  # RFC 8705 section 5
+            token_url = metadata.mtls_endpoint_aliases.get("token_endpoint", token_url)
+            _check_url("mtls token_endpoint", token_url, allow_http=creds.allow_insecure_http)
         return dataclasses.replace(
             creds,
-            token_url=creds.token_url or metadata.token_endpoint,
+            token_url=token_url,
             auth_method=method,  # type: ignore[arg-type]
         )
 

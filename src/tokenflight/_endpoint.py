@@ -85,6 +85,10 @@ def build_form(
     return form, headers
 
 
+def _no_client(creds: ClientCredentials) -> httpx.AsyncClient | None:
+    return None
+
+
 class _Retryable(TokenEndpointUnavailable):
     """One failed attempt that is worth another (transport error, 5xx, 429)."""
 
@@ -120,6 +124,8 @@ class TokenEndpoint:
         self._clock = clock
         #: For `auth_method="auto"`: the method that worked, per token URL.
         self.auto_methods: dict[str, str] = {}
+        #: Gives the client of a mutual-TLS certificate (None: use the shared client).
+        self.client_for: Callable[[ClientCredentials], httpx.AsyncClient | None] = _no_client
 
     async def fetch(
         self, creds: ClientCredentials, request: TokenRequest, *, dpop: DPoPProver | None = None
@@ -164,6 +170,7 @@ class TokenEndpoint:
         )
         attempts = 0
         url = creds.token_url or ""
+        client = self.client_for(creds) or self._client
 
         async def attempt() -> Token:
             nonlocal attempts
@@ -173,7 +180,9 @@ class TokenEndpoint:
                 if dpop is not None:
                     headers["DPoP"] = dpop.proof("POST", url)
                 try:
-                    return await self._attempt(url, form, headers, attempts, dpop=dpop)
+                    return await self._attempt(
+                        url, form, headers, attempts, dpop=dpop, client=client
+                    )
                 except TokenRequestRefused as exc:
                     if nonce_retry or dpop is None or exc.error != "use_dpop_nonce":
                         raise
@@ -206,11 +215,13 @@ class TokenEndpoint:
         attempt: int,
         *,
         dpop: DPoPProver | None = None,
+        client: httpx.AsyncClient | None = None,
     ) -> Token:
+        client = client or self._client
         started = self._clock()
         logger.debug("token request to %s (attempt %d)", url, attempt)
         try:
-            async with self._client.stream("POST", url, data=form, headers=headers) as response:
+            async with client.stream("POST", url, data=form, headers=headers) as response:
                 body = await _read_capped(response, url)
         except httpx.TransportError as exc:
             raise _Retryable(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import ssl
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -27,12 +28,13 @@ from ._dpop import DPoPProver, NonceBook
 from ._endpoint import TokenEndpoint, TokenRequest
 from ._errors import (
     ConfigurationError,
-    MalformedTokenResponse,
     ManagerClosedError,
     TenantResolutionError,
+    TokenEndpointUnavailable,
     TokenError,
     UnknownTenantError,
 )
+from ._mtls import ClientPool
 from ._scheduler import RefreshScheduler
 from ._slot import Flight, Slot, SlotKey
 from ._stats import KeyStatistics, ManagerStatistics
@@ -141,6 +143,9 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             )
             self._discovery = Discovery(client)
             self._dpop_nonces = NonceBook()
+            self._tls_clients = ClientPool(self._make_tls_client)
+            stack.push_async_callback(self._tls_clients.aclose)
+            self._endpoint.client_for = self._tls_clients.client_for
             self._fetch_limiter = anyio.Semaphore(self._max_fetches)
             self._refreshing = 0
             self._refresh_queue: deque[Slot] = deque()
@@ -162,6 +167,12 @@ class TokenManager(anyio.AsyncContextManagerMixin):
                 self._tenant_slots.clear()
         if error is not None:
             raise error
+
+    def _make_tls_client(self, context: ssl.SSLContext) -> httpx.AsyncClient:
+        """A pooled client presenting one mutual-TLS certificate (RFC 8705)."""
+        return httpx.AsyncClient(
+            verify=context, limits=self._limits, timeout=self._timeout, follow_redirects=False
+        )
 
     # -- tenants ---------------------------------------------------------------------
 
@@ -229,11 +240,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             # A plain tuple hashes and compares like the SlotKey it stands for, and is cheaper.
             key: Any = (tenant, audience, resource, scopes)
             slot = self._slots.get(key)
-        if (
-            slot is not None
-            and slot.fresh
-            and (not min_ttl or self._clock() + min_ttl < slot.usable_until)
-        ):
+        if slot is not None and self._clock() + min_ttl < slot.usable_until:
             slot.hits += 1
             return slot.token  # type: ignore[return-value]
         return await self._get_slow(SlotKey(tenant, audience, resource, scopes), min_ttl)
@@ -269,7 +276,6 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             return False
         dropped = slot.token
         slot.token = None
-        slot.fresh = False
         slot.usable_until = 0.0
         slot.refresh_at = None
         slot.generation += 1
@@ -341,6 +347,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         slot = self._slots.get(key)
         if slot is None:
             slot = await self._create_slot(key)
+        spent = 0  # flights whose token had expired by the time this caller woke up
         while True:
             now = self._clock()
             if slot.is_usable(now, _capped_ttl(slot, min_ttl)):
@@ -356,13 +363,16 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             if flight.error is not None:
                 raise flight.error._clone()
             token = flight.token
-            if token is None or self._clock() >= token.expires_at:
-                # Asking again would loop on a provider that issues spent tokens.
-                raise MalformedTokenResponse(
-                    f"token endpoint {slot.creds.token_url} issued a token that had expired "
-                    "by the time it arrived; check the provider's expires_in"
+            if token is not None and self._clock() < token.expires_at:
+                return token  # the new token, even if shorter-lived than min_ttl
+            spent += 1
+            if spent > 1:  # asking again and again would hammer the provider
+                raise TokenEndpointUnavailable(
+                    f"tokens from {slot.creds.token_url} expired before they could be used "
+                    f"(lifetime {token.expires_in if token else 0:.3g}s): the provider's "
+                    "expires_in is too short, or this event loop is overloaded",
+                    endpoint=slot.creds.token_url or "",
                 )
-            return token  # the fresh token, even if shorter-lived than min_ttl
 
     async def _create_slot(self, key: SlotKey) -> Slot:
         if key.scopes is not None:
@@ -450,11 +460,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         assert self._tg is not None
         flight = Flight(background=background)
         slot.flight = flight
-        # While it flies, only the end of the current token's usability needs watching.
-        if slot.fresh:
-            self._scheduler.schedule(slot, slot.usable_until)
-        else:
-            self._scheduler.cancel(slot)
+        self._scheduler.cancel(slot)  # the flight reschedules it when it lands
         self._in_flight += 1
         self._tg.start_soon(self._fly, slot, flight)
         return flight
@@ -526,17 +532,18 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         slot.failures = 0
         slot.uses_at_fetch = slot.uses()
         if old is not None and token.access_token == old.access_token:
-            # The server handed back the token it issued before: keep the original expiry,
-            # hand it out until then and do not ask again early (that would loop).
-            slot.usable_until = old.expires_at
-            slot.fresh = self._clock() < slot.usable_until
+            # The server handed back the token it issued before: keep the original expiry
+            # and do not ask again early (that would loop). Asked again inside the leeway,
+            # the server insists: use the token until it really expires.
+            flight.token = old
+            if self._clock() >= slot.usable_until:
+                slot.usable_until = old.expires_at
             slot.refresh_at = None
             return
         policy = self._refresh
         slot.token = token
         slot.generation += 1
         slot.usable_until = token.expires_at - policy.leeway_for(token.expires_in)
-        slot.fresh = self._clock() < slot.usable_until
         fraction = random.uniform(policy.fraction - policy.jitter, policy.fraction)
         slot.refresh_at = token.obtained_at + token.expires_in * fraction
 
@@ -558,20 +565,14 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         )
 
     def _on_due(self, slot: Slot) -> None:
-        """The scheduler's callback: expire, evict, refresh, then plan the next look.
+        """The scheduler's callback: evict, refresh, then plan the next look.
 
-        Never waits: the scheduler also clears `fresh` flags on time, which the fast
-        path relies on, so a refresh beyond the concurrency limit is queued instead.
+        Never waits (a refresh beyond the concurrency limit is queued), so one slow
+        refresh cannot hold up the others' timing.
         """
-        if slot.evicted:
-            return
+        if slot.evicted or slot.flight is not None:
+            return  # a running flight reschedules the slot when it lands
         now = self._clock()
-        if slot.fresh and now >= slot.usable_until:
-            slot.fresh = False
-        if slot.flight is not None:  # it reschedules the slot when it lands
-            if slot.fresh:
-                self._scheduler.schedule(slot, slot.usable_until)
-            return
         if now >= slot.idle_check_at:
             if slot.is_idle():
                 self._evict(slot)
@@ -601,7 +602,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
 
     def _evict(self, slot: Slot, *, idle: bool = True) -> None:
         slot.evicted = True
-        slot.fresh = False
+        slot.usable_until = 0.0
         self._scheduler.cancel(slot)
         self._retired = self._retired + _counters(slot)
         self._evictions += idle

@@ -56,9 +56,6 @@ class Slot:
     token: Token | None = None
     # The token is usable until this loop time (expiry minus leeway); 0 when there is none.
     usable_until: float = 0.0
-    # True while the token is usable. The scheduler clears it at `usable_until`, so the
-    # fast path tests a flag instead of reading the clock.
-    fresh: bool = False
     refresh_at: float | None = None
     # Use counts (hits + misses) when the token arrived and at the last idle check.
     uses_at_fetch: int = 0
@@ -105,8 +102,6 @@ class Slot:
     def next_wakeup(self) -> float:
         """When the scheduler should look at this slot next."""
         when = self.idle_check_at
-        if self.fresh:
-            when = min(when, self.usable_until)
         if self.refresh_at is not None:
             when = min(when, self.refresh_at)
         return when

@@ -6,6 +6,7 @@ import heapq
 import json
 import math
 import secrets
+import ssl
 from collections import Counter, deque
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -15,6 +16,7 @@ from typing import Any, Self, final
 import anyio
 import anyio.abc
 from anyio import AsyncContextManagerMixin
+from anyio.streams.tls import TLSListener
 
 from ._dpop import DPoPChecker, DPoPRefusal
 from ._http import Request, Response, json_response, serve_connection
@@ -27,6 +29,7 @@ from ._model import (
     check_lifetime,
     expires_in_value,
 )
+from ._mtls import authenticate_by_certificate, remember_peer_certificate
 from ._standards import METADATA_PATHS, AccessTokenSigner, metadata_response
 from ._token import Attempt, Grant, Refusal, check_request, fault_body, parse_request, token_headers
 from ._verify import JtiCache, verify_client_assertion
@@ -86,6 +89,7 @@ class IdentityProvider(AsyncContextManagerMixin):
         clock: Callable[[], float] | None = None,
         max_records: int = 100_000,
         admin: bool = False,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         if profile not in PROFILES:
             raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
@@ -105,6 +109,7 @@ class IdentityProvider(AsyncContextManagerMixin):
         self.metadata_overrides: dict[str, object] = {}
         self.metadata_requests = 0
         self._jti = JtiCache()
+        self._tls = tls
         #: Checks DPoP proofs; set ``dpop.nonce`` to demand a nonce (RFC 9449 section 8).
         self.dpop = DPoPChecker()
         self._signer = AccessTokenSigner()
@@ -131,7 +136,10 @@ class IdentityProvider(AsyncContextManagerMixin):
         listener = await anyio.create_tcp_listener(local_host=self._host, local_port=self._port)
         async with listener, anyio.create_task_group() as tg:
             self._bound_port = listener.extra(anyio.abc.SocketAttribute.local_port)
-            tg.start_soon(listener.serve, self._serve_connection, tg)
+            serving: anyio.abc.Listener[Any] = listener
+            if self._tls is not None:  # https, asking for client certificates as set
+                serving = TLSListener(listener, self._tls, standard_compatible=False)
+            tg.start_soon(serving.serve, self._serve_connection, tg)
             try:
                 yield self
             finally:
@@ -154,7 +162,8 @@ class IdentityProvider(AsyncContextManagerMixin):
         if self._bound_port is None:
             raise RuntimeError("the identity provider is not running; use `async with`")
         host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self._bound_port}"
+        scheme = "http" if self._tls is None else "https"
+        return f"{scheme}://{host}:{self._bound_port}"
 
     @property
     def token_url(self) -> str:
@@ -183,10 +192,13 @@ class IdentityProvider(AsyncContextManagerMixin):
         default_audience: str | None = None,
         token_lifetime: float | None = None,
         public_key: str | Mapping[str, Any] | None = None,
+        tls_subject: str | None = None,
+        tls_certificate: str | bytes | None = None,
     ) -> IdPClient:
         """Register (or replace) a client; a random secret when ``secret`` is ``None``.
 
-        ``public_key`` (PEM, JWK or JWKS) lets the client use ``private_key_jwt``.
+        ``public_key`` (PEM, JWK or JWKS) lets the client use ``private_key_jwt``;
+        ``tls_subject`` or ``tls_certificate`` mutual TLS (with ``tls=``).
         """
         client = IdPClient(
             client_id=client_id,
@@ -196,6 +208,8 @@ class IdentityProvider(AsyncContextManagerMixin):
             default_audience=default_audience,
             token_lifetime=token_lifetime,
             public_key=public_key,
+            tls_subject=tls_subject,
+            tls_certificate=tls_certificate,
         )
         self._clients[client_id] = client
         return client
@@ -241,6 +255,7 @@ class IdentityProvider(AsyncContextManagerMixin):
 
     async def _serve_connection(self, stream: anyio.abc.SocketStream) -> None:
         self.connections += 1
+        remember_peer_certificate(stream)
         await serve_connection(stream, self._dispatch)
 
     async def _dispatch(self, request: Request) -> Response:
@@ -260,6 +275,7 @@ class IdentityProvider(AsyncContextManagerMixin):
                 profile=self.profile,
                 served=self.metadata_documents,
                 overrides=self.metadata_overrides,
+                tls=self._tls is not None,
             )
         if self.admin and path.startswith("/_admin/"):
             return self._admin(request)
@@ -296,6 +312,7 @@ class IdentityProvider(AsyncContextManagerMixin):
         if attempt.auth_method == "private_key_jwt" and attempt.problem is None:
             audiences = (self.token_url, self.url)
             verify_client_assertion(attempt, self._clients, audiences=audiences, jti=self._jti)
+        authenticate_by_certificate(attempt, self._clients)
         jkt = None
         if attempt.dpop_proof is not None:
             try:

@@ -18,7 +18,12 @@ __all__ = [
 ]
 
 AuthMethod = Literal[
-    "client_secret_basic", "client_secret_post", "client_secret_jwt", "private_key_jwt"
+    "client_secret_basic",
+    "client_secret_post",
+    "client_secret_jwt",
+    "private_key_jwt",
+    "tls_client_auth",
+    "self_signed_tls_client_auth",
 ]
 
 
@@ -108,6 +113,9 @@ class IdPClient:
         default_audience: The audience used when a request names none.
         token_lifetime: Overrides the identity provider's token lifetime for this client.
         public_key: For ``private_key_jwt``: a PEM string, a JWK or a JWKS (``{"keys": []}``).
+        tls_subject: For ``tls_client_auth``: the certificate subject DN (RFC 4514 string).
+        tls_certificate: For ``self_signed_tls_client_auth``: the registered certificate
+            (PEM or DER).
     """
 
     client_id: str
@@ -117,6 +125,8 @@ class IdPClient:
     default_audience: str | None = None
     token_lifetime: float | None = None
     public_key: str | Mapping[str, Any] | None = field(default=None, repr=False)
+    tls_subject: str | None = None
+    tls_certificate: str | bytes | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.client_id:

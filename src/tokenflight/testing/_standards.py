@@ -25,14 +25,15 @@ METADATA_PATHS = {
 }
 
 
-def auth_methods(profile: Profile) -> list[str]:
+def auth_methods(profile: Profile, *, tls: bool = False) -> list[str]:
     """The client authentication methods a profile accepts, as metadata names them."""
     methods = []
     if profile.basic_auth:
         methods.append("client_secret_basic")
     if profile.form_auth:
         methods.append("client_secret_post")
-    return [*methods, "client_secret_jwt", "private_key_jwt"]
+    methods += ["client_secret_jwt", "private_key_jwt"]
+    return [*methods, "tls_client_auth", "self_signed_tls_client_auth"] if tls else methods
 
 
 def metadata_response(
@@ -43,6 +44,7 @@ def metadata_response(
     profile: Profile,
     served: Collection[str],
     overrides: Mapping[str, Any],
+    tls: bool = False,
 ) -> Response:
     """The metadata document at `path`, or 404 when the IdP does not serve that one."""
     name = METADATA_PATHS.get(path)
@@ -52,7 +54,7 @@ def metadata_response(
         "issuer": issuer,
         "token_endpoint": token_url,
         "grant_types_supported": ["client_credentials"],
-        "token_endpoint_auth_methods_supported": auth_methods(profile),
+        "token_endpoint_auth_methods_supported": auth_methods(profile, tls=tls),
         "token_endpoint_auth_signing_alg_values_supported": ["RS256", "PS256", "ES256", "HS256"],
     }
     document.update(overrides)
