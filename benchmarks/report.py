@@ -66,6 +66,8 @@ def ratio(value: Any, base: Any) -> str:
         return "–"
     if base == 0:
         return "=" if value == 0 else "∞"
+    if base < 0 or value < 0:
+        return "–"  # a difference within the noise: no meaningful ratio
     return f"{value / base:,.2f}×"
 
 

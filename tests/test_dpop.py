@@ -152,3 +152,35 @@ def test_proof_claims():
     assert "nonce" not in claims
     private = prover._key.as_dict(private=True)["d"]
     assert private not in repr(prover)
+
+
+class CountingStore:
+    """A TokenStore that fetches through and counts how often it was asked."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    async def fetch(self, key, fetch_new, min_ttl=0.0, current=None):
+        self.asked += 1
+        return await fetch_new()
+
+    async def invalidate(self, key, access_token):
+        pass
+
+    async def aclose(self):
+        pass
+
+
+async def test_dpop_tokens_bypass_a_shared_store(idp):
+    """A DPoP token is bound to this process's key, so it is never put in a shared store."""
+    store = CountingStore()
+    async with TokenManager(store=store) as tokens:
+        tokens.register("dpop", creds(idp))
+        tokens.register(
+            "plain",
+            ClientCredentials(token_url=idp.token_url, client_id="acme", client_secret="s3cret"),
+        )
+        assert (await tokens.get_token("dpop")).token_type == "DPoP"
+        assert store.asked == 0
+        await tokens.get_token("plain")
+        assert store.asked == 1

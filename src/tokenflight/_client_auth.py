@@ -52,41 +52,56 @@ def check_credentials(creds: ClientCredentials, check_url: Callable[..., None]) 
     Raises:
         ConfigurationError: A field is missing, malformed or contradicts another.
     """
-    from ._config import AUTH_METHODS
-
-    allow_http = creds.allow_insecure_http
     if not isinstance(creds.client_id, str) or not creds.client_id:
         raise ConfigurationError("client_id must be a non-empty string")
     who = f"client {creds.client_id!r}"
+    _check_endpoint(creds, check_url, who)
+    method = _method(creds, who)
+    _check_assertion_options(creds, who)
+    object.__setattr__(creds, "auth_method", method)
+    if creds.private_key is not None:
+        signing = load_private_key(creds.private_key, key_id=creds.key_id, alg=creds.signing_alg)
+        object.__setattr__(creds, "_signing_key", signing)
+    elif method == "client_secret_jwt":
+        assert creds.client_secret is not None  # checks alg, length and that joserfc is there:
+        secret_key(creds.client_secret, key_id=creds.key_id, alg=creds.signing_alg)
+
+
+def _check_endpoint(creds: ClientCredentials, check_url: Callable[..., None], who: str) -> None:
     for name in ("token_url", "issuer"):
         value = getattr(creds, name)
         if value is not None:
             if not isinstance(value, str):
                 raise ConfigurationError(f"{name} must be a string")
-            check_url(name, value, allow_http=allow_http)
+            check_url(name, value, allow_http=creds.allow_insecure_http)
     if creds.token_url is None and creds.issuer is None:
         raise ConfigurationError(f"{who}: set token_url, or issuer to discover it")
     if creds.issuer is not None and (urlsplit(creds.issuer).query or "#" in creds.issuer):
         raise ConfigurationError("issuer must not have a query or fragment (RFC 8414)")
+    for name in ("client_cert", "client_key", "tls_ca_bundle"):
+        value = getattr(creds, name)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ConfigurationError(f"{name} must be a file path")
+
+
+def _method(creds: ClientCredentials, who: str) -> str | None:
+    """The configured or default method (None: chosen by discovery), checked for fit."""
+    from ._config import AUTH_METHODS
+
     method = creds.auth_method
     if method is not None and method not in AUTH_METHODS:
         raise ConfigurationError(
             f"auth_method {method!r} is not supported; use one of {AUTH_METHODS}"
         )
-    secret, key = creds.client_secret, creds.private_key
+    secret, key, cert = creds.client_secret, creds.private_key, creds.client_cert
     if secret is not None and (not isinstance(secret, str) or not secret):
         raise ConfigurationError(f"client_secret for {who} is empty or not a string")
-    cert = creds.client_cert
     if method is None and (creds.token_url is not None or key is not None):
         method = "private_key_jwt" if key is not None else "client_secret_basic"
         if key is None and secret is None and cert is not None:
             method = "tls_client_auth"
     if method in TLS_METHODS and cert is None:
         raise ConfigurationError(f"{who}: {method} needs client_cert (a PEM file path)")
-    for name in ("client_cert", "client_key", "tls_ca_bundle"):
-        value = getattr(creds, name)
-        if value is not None and (not isinstance(value, str) or not value):
-            raise ConfigurationError(f"{name} must be a file path")
     if method == "private_key_jwt" and key is None:
         raise ConfigurationError(f"{who}: private_key_jwt needs private_key (PEM or JWK)")
     if method in _SECRET_METHODS and secret is None:
@@ -95,14 +110,7 @@ def check_credentials(creds: ClientCredentials, check_url: Callable[..., None]) 
         raise ConfigurationError(f"{who}: give client_secret or private_key")
     if key is not None and method not in (None, "private_key_jwt"):
         raise ConfigurationError(f"{who}: private_key is only used with private_key_jwt")
-    _check_assertion_options(creds, who)
-    object.__setattr__(creds, "auth_method", method)
-    if key is not None:
-        signing = load_private_key(key, key_id=creds.key_id, alg=creds.signing_alg)
-        object.__setattr__(creds, "_signing_key", signing)
-    elif method == "client_secret_jwt":
-        assert secret is not None
-        secret_key(secret, key_id=creds.key_id, alg=creds.signing_alg)  # checks alg, joserfc
+    return method
 
 
 def _check_assertion_options(creds: ClientCredentials, who: str) -> None:
@@ -179,7 +187,7 @@ def apply_client_auth(
         signing: SigningKey = creds._signing_key
     else:
         assert secret is not None
-        signing = _secret_signing_key(secret, creds.key_id, creds.signing_alg)
+        signing = secret_key(secret, key_id=creds.key_id, alg=creds.signing_alg)
     form["client_assertion_type"] = ASSERTION_TYPE
     form["client_assertion"] = client_assertion(
         signing,
@@ -198,17 +206,6 @@ def assertion_audience(creds: ClientCredentials, token_url: str) -> str:
         assert creds.issuer is not None
         return creds.issuer
     return audience
-
-
-def _secret_signing_key(secret: str, key_id: str | None, alg: str | None) -> SigningKey:
-    # Cheap to build; not cached so that no secret-derived value outlives its credentials.
-    return secret_key(secret, key_id=key_id, alg=alg)
-
-
-def signing_key_of(creds: ClientCredentials) -> SigningKey | None:
-    """The parsed private key of a `private_key_jwt` configuration, if any."""
-    key = creds._signing_key
-    return key if isinstance(key, SigningKey) else None
 
 
 async def fetch_with_auth(

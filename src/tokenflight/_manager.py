@@ -493,7 +493,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             slot.creds = await self._discovery.resolve(slot.creds)
         if slot.creds.dpop and slot.dpop is None:
             slot.dpop = DPoPProver(self._dpop_nonces)
-        if self._store is None:
+        if self._store is None or slot.dpop is not None:  # a DPoP token is bound to our key
             return await self._endpoint.fetch(slot.creds, slot.request, dpop=slot.dpop)
         fetched = False
 
