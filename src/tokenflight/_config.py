@@ -6,7 +6,7 @@ import ipaddress
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, final
+from typing import Any, Literal, final, get_args
 from urllib.parse import urlsplit
 
 from ._errors import ConfigurationError
@@ -22,15 +22,7 @@ AuthMethod = Literal[
     "self_signed_tls_client_auth",
     "auto",
 ]
-AUTH_METHODS: tuple[str, ...] = (
-    "client_secret_basic",
-    "client_secret_post",
-    "client_secret_jwt",
-    "private_key_jwt",
-    "tls_client_auth",
-    "self_signed_tls_client_auth",
-    "auto",
-)
+AUTH_METHODS: tuple[str, ...] = get_args(AuthMethod)
 
 # Form fields the library sets itself; `extra_params` may not override them.
 RESERVED_PARAMS = frozenset(

@@ -263,13 +263,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         Returns:
             Whether a token was dropped.
         """
-        key = SlotKey(
-            tenant,
-            audience,
-            None if resource is None else normalize_resource(resource),
-            None if scopes is None else normalize_scopes(scopes),
-        )
-        slot = self._slots.get(key)
+        slot = self._find_slot(tenant, audience, resource, scopes)
         if slot is None or slot.token is None:
             return False
         if token is not None and slot.token.access_token != token.access_token:
@@ -306,14 +300,24 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         scopes: Scopes | None = None,
     ) -> DPoPProver | None:
         """The DPoP key of a key's slot (None without DPoP or before its first token)."""
-        key = SlotKey(
-            tenant,
-            audience,
-            None if resource is None else normalize_resource(resource),
-            None if scopes is None else normalize_scopes(scopes),
-        )
-        slot = self._slots.get(key)
+        slot = self._find_slot(tenant, audience, resource, scopes)
         return None if slot is None else slot.dpop
+
+    def _find_slot(
+        self,
+        tenant: str,
+        audience: str | None,
+        resource: Resource | None,
+        scopes: Scopes | None,
+    ) -> Slot | None:
+        return self._slots.get(
+            SlotKey(
+                tenant,
+                audience,
+                None if resource is None else normalize_resource(resource),
+                None if scopes is None else normalize_scopes(scopes),
+            )
+        )
 
     @property
     def dpop_nonces(self) -> NonceBook:
