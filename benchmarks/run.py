@@ -62,7 +62,7 @@ FULL: dict[str, Any] = {
     "b3_long_duration": 5.0,
     "b3_rounds": 2,
     "b4_phases": [(2000, 20), (20_000, 2)],
-    "b4_limit": 30.0,
+    "b4_limit": 20.0,
     "b5_tenants": 100_000,
     "b5_idle": 5.0,
     "b7_limit": 10.0,
