@@ -42,15 +42,15 @@ QUICK: dict[str, Any] = {
     "b2_limit": 2.0,
     "b3_lifetime": 2.0,
     "b3_duration": 2.2,
-    "b3_long_duration": 1.0,
+    "b3_long_duration": 0.6,
     "b3_workers": 200,
     "b3_tenants": 10,
     "b4_phases": [(300, 20)],
     "b4_limit": 3.0,
-    "b5_tenants": 5_000,
+    "b5_tenants": 3_000,
     "b5_idle": 0.5,
     "b7_callers": 100,
-    "b7_limit": 1.5,
+    "b7_limit": 1.0,
 }
 FULL: dict[str, Any] = {
     **QUICK,
