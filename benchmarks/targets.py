@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-FETCH_CONCURRENCY = 32  # TokenManager's default max_concurrent_fetches
+FETCH_CONCURRENCY = 20  # TokenManager's default max_concurrent_fetches
 POOL_LIMIT = 20  # TokenManager's default max_connections
 LATENCY = 0.02
 TOLERANCE = 1.10  # "no worse than" allows 10 % of run-to-run noise
