@@ -8,6 +8,7 @@ import time
 import anyio
 import pytest
 
+from helpers import wait_until
 from tokenflight import (
     ClientCredentials,
     ManagerClosedError,
@@ -26,13 +27,6 @@ RETRY = RetryPolicy(attempts=2, initial_wait=0.01, max_wait=0.02, total_timeout=
 
 def creds(idp: IdentityProvider) -> ClientCredentials:
     return ClientCredentials(token_url=idp.token_url, client_id="acme", client_secret=SECRET)
-
-
-async def wait_for(predicate, timeout: float = 5.0) -> None:
-    """Wait (bounded) until predicate() is true."""
-    with anyio.fail_after(timeout):
-        while not predicate():
-            await anyio.sleep(0.005)
 
 
 async def test_cancelled_starter_does_not_break_other_waiters():
@@ -57,7 +51,7 @@ async def test_cancelled_starter_does_not_break_other_waiters():
             with anyio.fail_after(5):
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(starter)
-                    await wait_for(lambda: idp.token_requests == 1)
+                    await wait_until(lambda: idp.token_requests == 1)
                     for _ in range(10):
                         tg.start_soon(waiter)
             assert starter_cancelled
@@ -79,7 +73,7 @@ async def test_all_waiters_cancelled_then_next_caller_is_clean():
             async with anyio.create_task_group() as tg:
                 for _ in range(20):
                     tg.start_soon(tm.get_token, "acme")
-                await wait_for(lambda: idp.token_requests == 1)
+                await wait_until(lambda: idp.token_requests == 1)
                 tg.cancel_scope.cancel()
             with anyio.fail_after(5):
                 token = await tm.get_token("acme")
@@ -122,7 +116,7 @@ async def test_token_is_treated_as_expired_a_leeway_early():
             tm.register("acme", creds(idp))
             first = await tm.get_token("acme")  # not used again: no background refresh
             leeway = refresh.leeway_for(first.expires_in)
-            await wait_for(lambda: anyio.current_time() >= first.expires_at - leeway * 0.5)
+            await wait_until(lambda: anyio.current_time() >= first.expires_at - leeway * 0.5)
             assert anyio.current_time() < first.expires_at
             second = await tm.get_token("acme")
             assert second.access_token != first.access_token
@@ -150,7 +144,7 @@ async def test_closing_ends_fetches_and_refreshes_in_flight():
                         outcome.append(exc)
 
                 tg.start_soon(cold_caller)
-                await wait_for(lambda: idp.token_requests == 3)  # cold fetch + warm refresh
+                await wait_until(lambda: idp.token_requests == 3)  # cold fetch + warm refresh
                 assert tm.stats().in_flight == 2
             assert tm.stats().in_flight == 0
             with anyio.fail_after(2):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import socket
 from collections.abc import Iterator
 from io import StringIO
 from pathlib import Path
@@ -13,8 +12,9 @@ from pathlib import Path
 import pytest
 from anyio.from_thread import start_blocking_portal
 
+from helpers import closed_port_url
 from tokenflight._cli import main
-from tokenflight.testing import IdentityProvider, set_testing
+from tokenflight.testing import IdentityProvider
 
 SECRET = "cli-s3cret:+% wörd"
 SECRET_ENV = "TOKENFLIGHT_TEST_SECRET"
@@ -31,28 +31,12 @@ def idp() -> Iterator[IdentityProvider]:
         yield server
 
 
-@pytest.fixture
-def no_retry_wait() -> Iterator[None]:
-    set_testing(True)
-    try:
-        yield
-    finally:
-        set_testing(False)
-
-
 def write_config(tmp_path: Path, token_url: str, **extra: str) -> Path:
     lines = ["[tenants.acme]", f'token_url = "{token_url}"', 'client_id = "acme"']
     lines += [f'{key} = "{value}"' for key, value in extra.items()]
     path = tmp_path / "tenants.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
-
-
-def closed_port_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/oauth/token"
 
 
 def run(*argv: str) -> tuple[int, str]:

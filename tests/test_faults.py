@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,6 +13,7 @@ import anyio
 import httpx
 import pytest
 
+from helpers import CountingTransport, free_port, wait_until
 from tokenflight import (
     ClientCredentials,
     ConfigurationError,
@@ -71,19 +71,6 @@ async def gather(n: int, call) -> list[object]:
             for _ in range(n):
                 tg.start_soon(one)
     return results
-
-
-async def wait_for(predicate, timeout: float = 5.0) -> None:
-    """Wait (bounded) until predicate() is true, checking every few milliseconds."""
-    with anyio.fail_after(timeout):
-        while not predicate():
-            await anyio.sleep(0.005)
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # -- retries -----------------------------------------------------------------------------
@@ -153,7 +140,7 @@ async def test_transport_failures_exhaust_budget_with_clear_error(where):
             idp.inject(Fault(status=200, drop=True), count=None)
             url, cause = idp.token_url, "RemoteProtocolError"
         elif where == "refused":
-            url, cause = f"http://127.0.0.1:{closed_port()}/oauth/token", "ConnectError"
+            url, cause = f"http://127.0.0.1:{free_port()}/oauth/token", "ConnectError"
         else:
             url, cause = "http://nonexistent.invalid/oauth/token", "ConnectError"
         tm.register("acme", creds(url, allow_insecure_http=True))
@@ -192,7 +179,7 @@ async def test_serve_stale_then_fail_fast_then_recover():
                 assert (await tm.get_token("acme")).access_token == first.access_token
                 await anyio.sleep(0.02)
         assert idp.token_requests >= 2  # the background refresh was tried, and failed
-        await wait_for(lambda: anyio.current_time() >= usable_until)
+        await wait_until(lambda: anyio.current_time() >= usable_until)
         before = idp.token_requests
         results = await gather(100, lambda: tm.get_token("acme"))
         assert all(isinstance(r, TokenEndpointUnavailable) for r in results)
@@ -377,8 +364,8 @@ async def test_same_token_refresh_keeps_the_leeway():
             while idp.token_requests < 2:  # keep using it so that it is refreshed early
                 await tm.get_token("acme")
                 await anyio.sleep(0.01)
-        await wait_for(lambda: idp.requests[-1].status == 200)
-        await wait_for(lambda: anyio.current_time() >= first.expires_at - 0.1)
+        await wait_until(lambda: idp.requests[-1].status == 200)
+        await wait_until(lambda: anyio.current_time() >= first.expires_at - 0.1)
         before = idp.token_requests
         await tm.get_token("acme")
         assert idp.token_requests == before + 1
@@ -404,7 +391,7 @@ async def test_slow_tenant_does_not_delay_others():
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(slow_caller)
-                await wait_for(lambda: slow.token_requests == 1)
+                await wait_until(lambda: slow.token_requests == 1)
                 with anyio.fail_after(2):
                     for _ in range(10):
                         tm.invalidate("fast")
@@ -412,28 +399,6 @@ async def test_slow_tenant_does_not_delay_others():
                 assert not slow_done.is_set()
                 assert fast.token_requests == 10
                 tg.cancel_scope.cancel()
-
-
-class CountingTransport(httpx.AsyncBaseTransport):
-    """Wraps a real transport and records the most requests in flight at once."""
-
-    def __init__(self) -> None:
-        self.inner = httpx.AsyncHTTPTransport()
-        self.now = 0
-        self.peak = 0
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self.now += 1
-        self.peak = max(self.peak, self.now)
-        try:
-            response = await self.inner.handle_async_request(request)
-            await response.aread()
-            return response
-        finally:
-            self.now -= 1
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 async def test_background_refreshes_are_bounded():
@@ -452,7 +417,7 @@ async def test_background_refreshes_are_bounded():
         await gather(1, lambda: _all(tm, tenants))
         await gather(1, lambda: _all(tm, tenants))  # used since fetch: worth refreshing
         transport.peak = 0
-        await wait_for(lambda: tm.stats().total.refreshes >= 20)
+        await wait_until(lambda: tm.stats().total.refreshes >= 20)
         assert 2 <= transport.peak <= 3
         assert idp.token_requests == 40
 

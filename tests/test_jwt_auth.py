@@ -190,18 +190,14 @@ async def test_assertion_audience_issuer(idp):
     assert await fetch(creds)
 
 
-async def test_each_retry_signs_a_fresh_assertion(idp):
+async def test_each_retry_signs_a_fresh_assertion(idp, no_retry_wait):
     """A retried request carries a new assertion with a new jti."""
-    from tokenflight.testing import Fault, set_testing
+    from tokenflight.testing import Fault
 
     idp.inject(Fault(status=503))
     recorder = Recorder()
-    set_testing(True)
-    try:
-        async with httpx.AsyncClient(transport=recorder) as http:
-            assert await fetch(key_creds(idp), http_client=http)
-    finally:
-        set_testing(False)
+    async with httpx.AsyncClient(transport=recorder) as http:
+        assert await fetch(key_creds(idp), http_client=http)
     jtis = [claims_of(f["client_assertion"])[1]["jti"] for f in recorder.forms]
     assert len(jtis) == 2
     assert jtis[0] != jtis[1]

@@ -219,7 +219,13 @@ def creds() -> ClientCredentials:
 def endpoint(handler, *, attempts: int = 1) -> tuple[TokenEndpoint, httpx.AsyncClient]:
     client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
     retry = RetryPolicy(attempts=attempts, initial_wait=0, max_wait=0, total_timeout=5)
-    ep = TokenEndpoint(client, retry=retry, refresh=RefreshPolicy(), clock=anyio.current_time)
+    ep = TokenEndpoint(
+        client,
+        retry=retry,
+        refresh=RefreshPolicy(),
+        clock=anyio.current_time,
+        client_for=lambda creds: None,  # no mutual TLS: always the shared client
+    )
     return ep, client
 
 

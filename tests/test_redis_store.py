@@ -7,7 +7,6 @@ import logging
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 from cryptography.fernet import Fernet, InvalidToken
 
+from helpers import free_port
 from tokenflight import (
     ClientCredentials,
     ConfigurationError,
@@ -112,12 +112,6 @@ class Issuer:
     async def __call__(self) -> Token:
         self.calls += 1
         return make_token(f"tok-{secrets.token_hex(8)}", self.lifetime, self.age)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((REDIS_HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -310,7 +304,7 @@ async def test_unreachable_redis_from_the_start_still_delivers_tokens(
 ) -> None:
     """With nothing listening, every tenant still gets its token; one warning is logged."""
     caplog.set_level(logging.INFO, logger="tokenflight")
-    store = RedisTokenStore(f"redis://127.0.0.1:{free_port()}/0", prefix=prefix)
+    store = RedisTokenStore(f"redis://127.0.0.1:{free_port(REDIS_HOST)}/0", prefix=prefix)
     async with TokenManager(store=store) as tokens:
         for i in range(5):
             idp.add_client(f"c{i}", "s3cret")
@@ -351,7 +345,7 @@ async def test_redis_stopping_and_coming_back(
 ) -> None:
     """Killing Redis mid-run costs no token (one warning); sharing resumes when it returns."""
     caplog.set_level(logging.INFO, logger="tokenflight")
-    port = free_port()
+    port = free_port(REDIS_HOST)
     server = start_redis(port)
     store = RedisTokenStore(f"redis://127.0.0.1:{port}/0", prefix=prefix, retry_interval=0.2)
     try:

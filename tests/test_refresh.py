@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 
 import anyio
 import httpx
 import pytest
 import trio.testing
 
-from tokenflight import ClientCredentials, RefreshPolicy, Token, TokenManager
+from helpers import gather_tokens, wait_until
+from tokenflight import ClientCredentials, RefreshPolicy, TokenManager
 from tokenflight.testing import IdentityProvider
 
 pytestmark = pytest.mark.anyio
@@ -20,25 +20,6 @@ SECRET = "s3cret-value-never-shown"
 
 def creds(idp: IdentityProvider, client_id: str = "acme") -> ClientCredentials:
     return ClientCredentials(token_url=idp.token_url, client_id=client_id, client_secret=SECRET)
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    with anyio.fail_after(timeout):
-        while not predicate():
-            await anyio.sleep(0.005)
-
-
-async def gather_tokens(tokens: TokenManager, tenants: list[str]) -> list[Token]:
-    results: list[Token] = []
-
-    async def one(tenant: str) -> None:
-        results.append(await tokens.get_token(tenant))
-
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as tg:
-            for tenant in tenants:
-                tg.start_soon(one, tenant)
-    return results
 
 
 # -- expiry ----------------------------------------------------------------------------

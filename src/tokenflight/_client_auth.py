@@ -11,23 +11,21 @@ Methods (RFC 6749 section 2.3.1, RFC 7523, OpenID Connect Core section 9):
 
 from __future__ import annotations
 
+import base64
 import logging
 import math
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from urllib.parse import quote_plus, urlsplit
 
-from ._errors import ConfigurationError, TokenRequestRefused
+from ._errors import ConfigurationError
 from ._jwt import ASSERTION_TYPE, SigningKey, client_assertion, load_private_key, secret_key
 from ._mtls import TLS_METHODS
 
 if TYPE_CHECKING:
     from ._config import ClientCredentials
-    from ._dpop import DPoPProver
-    from ._endpoint import TokenEndpoint, TokenRequest
-    from ._token import Token
 
-__all__ = ["apply_client_auth", "check_credentials", "choose_auth_method", "fetch_with_auth"]
+__all__ = ["apply_client_auth", "basic_authorization", "check_credentials", "choose_auth_method"]
 
 logger = logging.getLogger("tokenflight")
 
@@ -171,8 +169,6 @@ def apply_client_auth(
     """
     secret = creds.client_secret
     if method == "client_secret_basic":
-        from ._endpoint import basic_authorization
-
         assert secret is not None
         headers["Authorization"] = basic_authorization(creds.client_id, secret)
         return
@@ -208,37 +204,14 @@ def assertion_audience(creds: ClientCredentials, token_url: str) -> str:
     return audience
 
 
-async def fetch_with_auth(
-    endpoint: TokenEndpoint,
-    creds: ClientCredentials,
-    request: TokenRequest,
-    *,
-    dpop: DPoPProver | None = None,
-) -> Token:
-    """Fetch with the configured method; for `auto`, find the method and remember it."""
-    url = creds.token_url
-    if url is None:
-        raise ConfigurationError(
-            f"client {creds.client_id!r} has no token_url: it is discovered from the issuer "
-            "by a TokenManager"
-        )
-    method = creds.auth_method or "client_secret_basic"
-    if method != "auto":
-        return await endpoint.fetch_with(creds, request, method, dpop=dpop)
-    known = endpoint.auto_methods.get(url)
-    if known is not None:
-        return await endpoint.fetch_with(creds, request, known, dpop=dpop)
-    try:
-        token = await endpoint.fetch_with(creds, request, "client_secret_basic", dpop=dpop)
-        method = "client_secret_basic"
-    except TokenRequestRefused as exc:
-        if exc.error != "invalid_client":
-            raise
-        logger.info("token endpoint %s refused Basic; trying the form body", url)
-        token = await endpoint.fetch_with(creds, request, "client_secret_post", dpop=dpop)
-        method = "client_secret_post"
-    endpoint.auto_methods[url] = method
-    return token
+def basic_authorization(client_id: str, client_secret: str) -> str:
+    """The `Authorization` value for `client_secret_basic` (RFC 6749 section 2.3.1).
+
+    Both parts are form-urlencoded before base64, so a secret holding `:`, `+`, `%` or
+    non-ASCII characters reaches a compliant server intact.
+    """
+    pair = f"{quote_plus(client_id)}:{quote_plus(client_secret)}"
+    return "Basic " + base64.b64encode(pair.encode("ascii")).decode("ascii")
 
 
 def _can_sign_with_secret(secret: str) -> bool:

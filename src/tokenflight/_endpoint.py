@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import base64
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from urllib.parse import quote_plus
 
 import anyio
 import httpx
@@ -19,7 +17,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from ._client_auth import apply_client_auth, fetch_with_auth
+from ._client_auth import apply_client_auth
 from ._config import ClientCredentials, RefreshPolicy, RetryPolicy
 from ._dpop import DPOP_TOKEN_TYPES, DPoPProver
 from ._errors import (
@@ -36,7 +34,7 @@ from ._token import (
     parse_token_response,
 )
 
-__all__ = ["MAX_BODY_BYTES", "TokenEndpoint", "TokenRequest", "basic_authorization"]
+__all__ = ["MAX_BODY_BYTES", "TokenEndpoint", "TokenRequest"]
 
 logger = logging.getLogger("tokenflight")
 
@@ -56,16 +54,6 @@ class TokenRequest:
     resource: str | tuple[str, ...] | None
 
 
-def basic_authorization(client_id: str, client_secret: str) -> str:
-    """The `Authorization` value for `client_secret_basic` (RFC 6749 section 2.3.1).
-
-    Both parts are form-urlencoded before base64, so a secret holding `:`, `+`, `%` or
-    non-ASCII characters reaches a compliant server intact.
-    """
-    pair = f"{quote_plus(client_id)}:{quote_plus(client_secret)}"
-    return "Basic " + base64.b64encode(pair.encode("ascii")).decode("ascii")
-
-
 def build_form(
     creds: ClientCredentials, request: TokenRequest, *, method: str | None = None
 ) -> tuple[dict[str, str | list[str]], dict[str, str]]:
@@ -83,10 +71,6 @@ def build_form(
         form["resource"] = resource if isinstance(resource, str) else list(resource)
     form.update(creds.extra_params)
     return form, headers
-
-
-def _no_client(creds: ClientCredentials) -> httpx.AsyncClient | None:
-    return None
 
 
 class _Retryable(TokenEndpointUnavailable):
@@ -117,15 +101,16 @@ class TokenEndpoint:
         retry: RetryPolicy,
         refresh: RefreshPolicy,
         clock: Callable[[], float],
+        client_for: Callable[[ClientCredentials], httpx.AsyncClient | None],
     ) -> None:
         self._client = client
         self._retry = retry
         self._refresh = refresh
         self._clock = clock
-        #: For `auth_method="auto"`: the method that worked, per token URL.
-        self.auto_methods: dict[str, str] = {}
-        #: Gives the client of a mutual-TLS certificate (None: use the shared client).
-        self.client_for: Callable[[ClientCredentials], httpx.AsyncClient | None] = _no_client
+        # The client of a mutual-TLS certificate, or None for the shared client.
+        self._client_for = client_for
+        # For `auth_method="auto"`: the method that worked, per token URL.
+        self._auto_methods: dict[str, str] = {}
 
     async def fetch(
         self, creds: ClientCredentials, request: TokenRequest, *, dpop: DPoPProver | None = None
@@ -142,7 +127,28 @@ class TokenEndpoint:
             MalformedTokenResponse: The answer is not a usable token.
             ConfigurationError: The endpoint redirected, or was not discovered.
         """
-        return await fetch_with_auth(self, creds, request, dpop=dpop)
+        url = creds.token_url
+        if url is None:
+            raise ConfigurationError(
+                f"client {creds.client_id!r} has no token_url: it is discovered from the "
+                "issuer by a TokenManager"
+            )
+        method: str = creds.auth_method or "client_secret_basic"
+        if method == "auto":
+            method = self._auto_methods.get(url, "auto")
+        if method != "auto":
+            return await self.fetch_with(creds, request, method, dpop=dpop)
+        try:
+            token = await self.fetch_with(creds, request, "client_secret_basic", dpop=dpop)
+            method = "client_secret_basic"
+        except TokenRequestRefused as exc:
+            if exc.error != "invalid_client":
+                raise
+            logger.info("token endpoint %s refused Basic; trying the form body", url)
+            token = await self.fetch_with(creds, request, "client_secret_post", dpop=dpop)
+            method = "client_secret_post"
+        self._auto_methods[url] = method
+        return token
 
     async def fetch_with(
         self,
@@ -170,7 +176,7 @@ class TokenEndpoint:
         )
         attempts = 0
         url = creds.token_url or ""
-        client = self.client_for(creds) or self._client
+        client = self._client_for(creds) or self._client
 
         async def attempt() -> Token:
             nonlocal attempts
@@ -214,10 +220,9 @@ class TokenEndpoint:
         headers: dict[str, str],
         attempt: int,
         *,
-        dpop: DPoPProver | None = None,
-        client: httpx.AsyncClient | None = None,
+        dpop: DPoPProver | None,
+        client: httpx.AsyncClient,
     ) -> Token:
-        client = client or self._client
         started = self._clock()
         logger.debug("token request to %s (attempt %d)", url, attempt)
         try:
@@ -244,7 +249,7 @@ class TokenEndpoint:
         body: bytes,
         started: float,
         *,
-        token_types: frozenset[str] = SUPPORTED_TOKEN_TYPES,
+        token_types: frozenset[str],
     ) -> Token:
         status = response.status_code
         if 200 <= status < 300:

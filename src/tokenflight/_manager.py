@@ -138,14 +138,17 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             if self._store is not None:
                 stack.push_async_callback(self._store.aclose)
             self._clock = loop_clock()
+            self._tls_clients = ClientPool(self._make_tls_client)
+            stack.push_async_callback(self._tls_clients.aclose)
             self._endpoint = TokenEndpoint(
-                client, retry=self._retry, refresh=self._refresh, clock=self._clock
+                client,
+                retry=self._retry,
+                refresh=self._refresh,
+                clock=self._clock,
+                client_for=self._tls_clients.client_for,
             )
             self._discovery = Discovery(client)
             self._dpop_nonces = NonceBook()
-            self._tls_clients = ClientPool(self._make_tls_client)
-            stack.push_async_callback(self._tls_clients.aclose)
-            self._endpoint.client_for = self._tls_clients.client_for
             self._fetch_limiter = anyio.Semaphore(self._max_fetches)
             self._refreshing = 0
             self._refresh_queue: deque[Slot] = deque()
@@ -272,7 +275,6 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         slot.token = None
         slot.usable_until = 0.0
         slot.refresh_at = None
-        slot.generation += 1
         if self._store is not None and self._tg is not None:
             self._tg.start_soon(self._store.invalidate, store_key(slot), dropped.access_token)
         return True
@@ -497,8 +499,6 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             slot.creds = await self._discovery.resolve(slot.creds)
         if slot.creds.dpop and slot.dpop is None:
             slot.dpop = DPoPProver(self._dpop_nonces)
-        if self._store is None or slot.dpop is not None:  # a DPoP token is bound to our key
-            return await self._endpoint.fetch(slot.creds, slot.request, dpop=slot.dpop)
         fetched = False
 
         async def fetch_new() -> Token:
@@ -506,6 +506,8 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             fetched = True
             return await self._endpoint.fetch(slot.creds, slot.request, dpop=slot.dpop)
 
+        if self._store is None or slot.dpop is not None:  # a DPoP token is bound to our key
+            return await fetch_new()
         token = await self._store.fetch(store_key(slot), fetch_new, min_ttl=0.0, current=slot.token)
         if not fetched:
             slot.store_hits += 1
@@ -546,7 +548,6 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             return
         policy = self._refresh
         slot.token = token
-        slot.generation += 1
         slot.usable_until = token.expires_at - policy.leeway_for(token.expires_in)
         fraction = random.uniform(policy.fraction - policy.jitter, policy.fraction)
         slot.refresh_at = token.obtained_at + token.expires_in * fraction
@@ -610,12 +611,12 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         self._scheduler.cancel(slot)
         self._retired = self._retired + _counters(slot)
         self._evictions += idle
+        tenant = slot.key.tenant
         for alias in slot.aliases:
             if self._slots.get(alias) is slot:
                 del self._slots[alias]
-        if self._default_slots.get(slot.key.tenant) is slot:
-            del self._default_slots[slot.key.tenant]
-        tenant = slot.key.tenant
+        if self._default_slots.get(tenant) is slot:
+            del self._default_slots[tenant]
         siblings = self._tenant_slots.get(tenant, [])
         if slot in siblings:
             siblings.remove(slot)

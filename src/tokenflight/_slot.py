@@ -65,8 +65,6 @@ class Slot:
     failure: TokenError | None = None
     failures: int = 0
     retry_at: float = 0.0
-    # Bumped on every change of token, so stale scheduler entries are recognised.
-    generation: int = 0
     evicted: bool = False
     hits: int = 0
     misses: int = 0

@@ -1,0 +1,68 @@
+"""Helpers shared by the test modules (pytest puts this folder on sys.path)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+
+import anyio
+import httpx
+
+from tokenflight import Token, TokenManager
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait (bounded) until `predicate()` is true, checking every few milliseconds."""
+    with anyio.fail_after(timeout):
+        while not predicate():
+            await anyio.sleep(0.005)
+
+
+async def gather_tokens(
+    tokens: TokenManager, tenants: list[str], *, min_ttl: float = 0.0, timeout: float = 10.0
+) -> list[Token]:
+    """Call `get_token` for every tenant of the list at once (repeats allowed)."""
+    results: list[Token] = []
+
+    async def one(tenant: str) -> None:
+        results.append(await tokens.get_token(tenant, min_ttl=min_ttl))
+
+    with anyio.fail_after(timeout):
+        async with anyio.create_task_group() as tg:
+            for tenant in tenants:
+                tg.start_soon(one, tenant)
+    return results
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def closed_port_url() -> str:
+    """A token URL on loopback where the connection is refused."""
+    return f"http://127.0.0.1:{free_port()}/oauth/token"
+
+
+class CountingTransport(httpx.AsyncBaseTransport):
+    """A real transport that counts requests in flight (until the body is read) and the peak."""
+
+    def __init__(self) -> None:
+        self._inner = httpx.AsyncHTTPTransport()
+        self.in_flight = 0
+        self.peak = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            response = await self._inner.handle_async_request(request)
+            await response.aread()
+        finally:
+            self.in_flight -= 1
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
