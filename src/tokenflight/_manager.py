@@ -6,7 +6,7 @@ import logging
 import random
 import ssl
 from collections import deque
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Self, final
 
@@ -29,12 +29,11 @@ from ._endpoint import TokenEndpoint, TokenRequest
 from ._errors import (
     ConfigurationError,
     ManagerClosedError,
-    TenantResolutionError,
     TokenEndpointUnavailable,
     TokenError,
-    UnknownTenantError,
 )
 from ._mtls import ClientPool
+from ._resolver import Resolver, TenantResolver
 from ._scheduler import RefreshScheduler
 from ._slot import Flight, Slot, SlotKey
 from ._stats import KeyStatistics, ManagerStatistics
@@ -45,21 +44,11 @@ __all__ = ["Resolver", "TokenManager"]
 
 logger = logging.getLogger("tokenflight")
 
-Resolver = Callable[[str], Awaitable[ClientCredentials | None]]
 Scopes = str | tuple[str, ...] | list[str] | frozenset[str]
 Resource = str | tuple[str, ...] | list[str]
 
 DEFAULT_LIMITS = httpx.Limits(max_connections=20, max_keepalive_connections=20)
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
-
-
-class _Resolution:
-    __slots__ = ("creds", "done", "error")
-
-    def __init__(self) -> None:
-        self.done = anyio.Event()
-        self.creds: ClientCredentials | None = None
-        self.error: TokenError | None = None
 
 
 @final
@@ -98,7 +87,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             raise ConfigurationError("max_concurrent_fetches must be an integer >= 1")
         if store is not None and not isinstance(store, TokenStore):
             raise ConfigurationError("store must implement fetch(), invalidate() and aclose()")
-        self._resolver = resolver
+        self._resolver = TenantResolver(resolver)
         self._store = store
         self._refresh = refresh or RefreshPolicy()
         self._retry = retry or RetryPolicy()
@@ -108,7 +97,6 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         self._max_fetches = max_concurrent_fetches
         self._tenants: dict[str, ClientCredentials] = {}
         self._resolved: set[str] = set()
-        self._resolving: dict[str, _Resolution] = {}
         self._slots: dict[SlotKey, Slot] = {}
         self._default_slots: dict[str, Slot] = {}  # tenant -> slot of its default key
         self._default_get = self._default_slots.get  # saves a look-up on the hot path
@@ -385,7 +373,12 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             normalize_scopes(key.scopes)  # raises ConfigurationError on a bad scope
         creds = self._tenants.get(key.tenant)
         if creds is None:
-            creds = await self._resolve(key.tenant)
+            assert self._tg is not None
+            resolved = await self._resolver.resolve(key.tenant, self._tg)
+            # A register() during the resolution wins over the resolver's answer.
+            creds = self._tenants.setdefault(key.tenant, resolved)
+            if creds is resolved:
+                self._resolved.add(key.tenant)
         existing = self._slots.get(key)  # another caller may have made it meanwhile
         if existing is not None:
             return existing
@@ -411,54 +404,6 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         if key.audience is None and key.resource is None and key.scopes is None:
             self._default_slots[key.tenant] = slot
         return slot
-
-    async def _resolve(self, tenant: str) -> ClientCredentials:
-        if self._resolver is None:
-            raise UnknownTenantError(
-                f"unknown tenant {tenant!r}: register() it or give TokenManager a resolver"
-            )
-        pending = self._resolving.get(tenant)
-        if pending is None:
-            pending = self._resolving[tenant] = _Resolution()
-            assert self._tg is not None
-            self._tg.start_soon(self._run_resolver, tenant, pending)
-        await pending.done.wait()
-        if pending.error is not None:
-            raise pending.error._clone()
-        assert pending.creds is not None
-        return pending.creds
-
-    async def _run_resolver(self, tenant: str, pending: _Resolution) -> None:
-        assert self._resolver is not None
-        try:
-            creds = await self._resolver(tenant)
-        except TokenError as exc:
-            pending.error = exc
-        except Exception as exc:
-            pending.error = TenantResolutionError(
-                f"the resolver failed for tenant {tenant!r}: {type(exc).__name__}"
-            )
-            pending.error.__cause__ = exc
-        except BaseException:
-            pending.error = ManagerClosedError("the TokenManager closed during resolution")
-            raise
-        else:
-            if creds is None:
-                pending.error = UnknownTenantError(
-                    f"unknown tenant {tenant!r}: the resolver does not know it"
-                )
-            elif not isinstance(creds, ClientCredentials):
-                pending.error = TenantResolutionError(
-                    f"the resolver returned {type(creds).__name__} for tenant {tenant!r}, "
-                    "expected ClientCredentials or None"
-                )
-            elif tenant not in self._tenants:
-                self._tenants[tenant] = creds
-                self._resolved.add(tenant)
-            pending.creds = self._tenants.get(tenant, creds)
-        finally:
-            del self._resolving[tenant]
-            pending.done.set()
 
     # -- flights ---------------------------------------------------------------------
 
