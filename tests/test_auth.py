@@ -9,12 +9,13 @@ import anyio
 import httpx
 import pytest
 
-from tokenflight import ClientCredentials, TokenManager
+from tokenflight import Admission, ClientCredentials, TokenManager
 from tokenflight.testing import IdentityProvider
 
 pytestmark = pytest.mark.anyio
 
 SECRET = "s3cret-value-never-shown"
+URL = "https://api.example/"
 INVALID = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
 
 
@@ -59,27 +60,27 @@ def bearer(request: httpx.Request) -> str:
 # -- the flow driven by hand -----------------------------------------------------------
 
 
-async def test_flow_adds_bearer_header(tokens, idp):
+async def test_flow_adds_bearer_header(tokens, idp, http_module):
     """The flow sends the manager's token as a Bearer header and stops on success."""
-    flow = tokens.auth("acme").async_auth_flow(httpx.Request("GET", "https://api.example/x"))
+    flow = tokens.auth("acme").async_auth_flow(http_module.Request("GET", "https://api.example/x"))
     request = await flow.__anext__()
     assert bearer(request) == (await tokens.get_token("acme")).access_token
     with pytest.raises(StopAsyncIteration):
-        await flow.asend(httpx.Response(200, request=request))
+        await flow.asend(http_module.Response(200, request=request))
     assert idp.token_requests == 1
 
 
-async def test_flow_retries_once_on_401(tokens, idp):
+async def test_flow_retries_once_on_401(tokens, idp, http_module):
     """A 401 invalid_token invalidates the token and re-sends once with a new one."""
-    flow = tokens.auth("acme").async_auth_flow(httpx.Request("GET", "https://api.example/x"))
+    flow = tokens.auth("acme").async_auth_flow(http_module.Request("GET", "https://api.example/x"))
     request = await flow.__anext__()
     old = bearer(request)
-    retried = await flow.asend(httpx.Response(401, headers=INVALID, request=request))
+    retried = await flow.asend(http_module.Response(401, headers=INVALID, request=request))
     new = bearer(retried)
     assert new != old
     assert idp.token_requests == 2
     with pytest.raises(StopAsyncIteration):  # a second 401 is handed back, not retried again
-        await flow.asend(httpx.Response(401, headers=INVALID, request=retried))
+        await flow.asend(http_module.Response(401, headers=INVALID, request=retried))
     assert idp.token_requests == 2
 
 
@@ -91,45 +92,43 @@ async def test_flow_retries_once_on_401(tokens, idp):
         (500, {}),
     ],
 )
-async def test_flow_does_not_retry_other_failures(tokens, idp, status, headers):
+async def test_flow_does_not_retry_other_failures(tokens, idp, status, headers, http_module):
     """403, 401 insufficient_scope and 5xx end the flow and keep the cached token."""
-    flow = tokens.auth("acme").async_auth_flow(httpx.Request("GET", "https://api.example/x"))
+    flow = tokens.auth("acme").async_auth_flow(http_module.Request("GET", "https://api.example/x"))
     request = await flow.__anext__()
     with pytest.raises(StopAsyncIteration):
-        await flow.asend(httpx.Response(status, headers=headers, request=request))
+        await flow.asend(http_module.Response(status, headers=headers, request=request))
     assert idp.token_requests == 1
     assert (await tokens.get_token("acme")).access_token == bearer(request)
 
 
-async def test_flow_retry_only_if_rejected_token_is_current(tokens, idp):
+async def test_flow_retry_only_if_rejected_token_is_current(tokens, idp, http_module):
     """Two flows rejected with the same old token cause one new token request between them."""
     auth = tokens.auth("acme")
     async with (
-        aclosing(auth.async_auth_flow(httpx.Request("GET", "https://api.example/1"))) as first,
-        aclosing(auth.async_auth_flow(httpx.Request("GET", "https://api.example/2"))) as second,
+        aclosing(auth.async_auth_flow(http_module.Request("GET", URL + "1"))) as first,
+        aclosing(auth.async_auth_flow(http_module.Request("GET", URL + "2"))) as second,
     ):
         r1 = await first.__anext__()
         r2 = await second.__anext__()
         old = bearer(r1)
         assert bearer(r2) == old
-        again1 = await first.asend(httpx.Response(401, headers=INVALID, request=r1))
-        again2 = await second.asend(httpx.Response(401, headers=INVALID, request=r2))
+        again1 = await first.asend(http_module.Response(401, headers=INVALID, request=r1))
+        again2 = await second.asend(http_module.Response(401, headers=INVALID, request=r2))
         assert bearer(again1) == bearer(again2) != old
     assert idp.token_requests == 2
 
 
-async def test_500_concurrent_401s_cause_one_new_token(tokens, idp):
+async def test_500_concurrent_401s_cause_one_new_token(tokens, idp, http_module):
     """500 flows rejected concurrently for the same old token cause exactly one token request."""
-    auth = tokens.auth("acme")
-    flows = [
-        auth.async_auth_flow(httpx.Request("GET", f"https://api.example/{n}")) for n in range(500)
-    ]
+    auth = tokens.auth("acme", admission=Admission(1000))  # every flow holds a place
+    flows = [auth.async_auth_flow(http_module.Request("GET", f"{URL}{n}")) for n in range(500)]
     sent = [await flow.__anext__() for flow in flows]
     old = bearer(sent[0])
     retried: list[str] = []
 
-    async def reject(flow, request: httpx.Request) -> None:
-        again = await flow.asend(httpx.Response(401, headers=INVALID, request=request))
+    async def reject(flow, request: http_module.Request) -> None:
+        again = await flow.asend(http_module.Response(401, headers=INVALID, request=request))
         retried.append(bearer(again))
 
     with anyio.fail_after(5):
@@ -144,26 +143,26 @@ async def test_500_concurrent_401s_cause_one_new_token(tokens, idp):
         await flow.aclose()
 
 
-async def test_flow_does_not_retry_streamed_body(tokens, idp):
+async def test_flow_does_not_retry_streamed_body(tokens, idp, http_module):
     """A request with a streamed (non-replayable) body gets its 401 back without a retry."""
 
     async def body() -> AsyncIterator[bytes]:
         yield b"chunk"
 
-    request = httpx.Request("POST", "https://api.example/upload", content=body())
+    request = http_module.Request("POST", "https://api.example/upload", content=body())
     flow = tokens.auth("acme").async_auth_flow(request)
     sent = await flow.__anext__()
     with pytest.raises(StopAsyncIteration):
-        await flow.asend(httpx.Response(401, headers=INVALID, request=sent))
+        await flow.asend(http_module.Response(401, headers=INVALID, request=sent))
     assert idp.token_requests == 1
 
 
 # -- through a real client -------------------------------------------------------------
 
 
-async def test_client_gets_resource_with_token(tokens, idp):
-    """httpx.AsyncClient(auth=...) reaches the protected resource with one token request."""
-    async with httpx.AsyncClient(auth=tokens.auth("acme")) as http:
+async def test_client_gets_resource_with_token(tokens, idp, http_module):
+    """http_module.AsyncClient(auth=...) reaches the protected resource with one token request."""
+    async with http_module.AsyncClient(auth=tokens.auth("acme")) as http:
         for _ in range(5):
             response = await http.get(idp.resource_url)
             assert response.status_code == 200
@@ -172,9 +171,9 @@ async def test_client_gets_resource_with_token(tokens, idp):
     assert idp.resource_rejections == 0
 
 
-async def test_client_recovers_from_401(tokens, idp, clock):
+async def test_client_recovers_from_401(tokens, idp, clock, http_module):
     """When the IdP no longer accepts the cached token, one 401 leads to a new token and a 200."""
-    async with httpx.AsyncClient(auth=tokens.auth("acme")) as http:
+    async with http_module.AsyncClient(auth=tokens.auth("acme")) as http:
         assert (await http.get(idp.resource_url)).status_code == 200
         clock.offset = 7200  # the IdP now sees the cached token as expired
         response = await http.get(idp.resource_url)
@@ -183,38 +182,38 @@ async def test_client_recovers_from_401(tokens, idp, clock):
     assert idp.token_requests == 2
 
 
-async def test_client_does_not_retry_403(tokens, idp):
+async def test_client_does_not_retry_403(tokens, idp, http_module):
     """A 403 from the resource is returned as is, with no new token and no second request."""
-    async with httpx.AsyncClient(auth=tokens.auth("acme")) as http:
+    async with http_module.AsyncClient(auth=tokens.auth("acme")) as http:
         response = await http.get(idp.url + "/api/forbidden")
     assert response.status_code == 403
     assert idp.resource_requests == 1
     assert idp.token_requests == 1
 
 
-async def test_client_does_not_retry_insufficient_scope(tokens, idp):
+async def test_client_does_not_retry_insufficient_scope(tokens, idp, http_module):
     """A 401 with error="insufficient_scope" (from a mock API) is returned without a retry."""
     calls = 0
 
-    def api(request: httpx.Request) -> httpx.Response:
+    def api(request: http_module.Request) -> http_module.Response:
         nonlocal calls
         calls += 1
         challenge = {"WWW-Authenticate": 'Bearer error="insufficient_scope", scope="admin"'}
-        return httpx.Response(401, headers=challenge)
+        return http_module.Response(401, headers=challenge)
 
-    transport = httpx.MockTransport(api)
-    async with httpx.AsyncClient(auth=tokens.auth("acme"), transport=transport) as http:
+    transport = http_module.MockTransport(api)
+    async with http_module.AsyncClient(auth=tokens.auth("acme"), transport=transport) as http:
         response = await http.get("https://api.example/admin")
     assert response.status_code == 401
     assert calls == 1
     assert idp.token_requests == 1
 
 
-async def test_burst_of_401s_causes_one_new_token(tokens, idp, clock):
+async def test_burst_of_401s_causes_one_new_token(tokens, idp, clock, http_module):
     """100 concurrent client requests rejected for the same old token cause one token request."""
     statuses: list[int] = []
-    async with httpx.AsyncClient(
-        auth=tokens.auth("acme"), limits=httpx.Limits(max_connections=20)
+    async with http_module.AsyncClient(
+        auth=tokens.auth("acme"), limits=http_module.Limits(max_connections=20)
     ) as http:
         await tokens.get_token("acme")
         clock.offset = 7200
@@ -231,14 +230,14 @@ async def test_burst_of_401s_causes_one_new_token(tokens, idp, clock):
     assert idp.resource_rejections >= 1
 
 
-async def test_client_streamed_body_gets_401_back(tokens, idp, clock):
+async def test_client_streamed_body_gets_401_back(tokens, idp, clock, http_module):
     """A streamed upload rejected with 401 is not re-sent: the caller sees the 401."""
 
     async def body() -> AsyncIterator[bytes]:
         yield b"part one,"
         yield b"part two"
 
-    async with httpx.AsyncClient(auth=tokens.auth("acme")) as http:
+    async with http_module.AsyncClient(auth=tokens.auth("acme")) as http:
         await tokens.get_token("acme")
         clock.offset = 7200
         response = await http.post(idp.resource_url, content=body())

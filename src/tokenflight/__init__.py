@@ -4,6 +4,8 @@ Fetched once per key however many callers ask, shared, refreshed in the backgrou
 before they expire, and never written to a log.
 """
 
+from ._admission import Admission as Admission
+from ._admission import AdmissionStatistics as AdmissionStatistics
 from ._auth import TokenAuth as TokenAuth
 from ._config import ClientCredentials as ClientCredentials
 from ._config import RefreshPolicy as RefreshPolicy
@@ -26,6 +28,8 @@ from ._token import Token as Token
 __version__ = "0.1.0"
 
 __all__ = [
+    "Admission",
+    "AdmissionStatistics",
     "ClientCredentials",
     "ConfigurationError",
     "KeyStatistics",

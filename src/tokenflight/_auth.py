@@ -1,16 +1,31 @@
-"""The `httpx.Auth` adapter: a Bearer header from the manager, one retry on 401."""
+"""The `Auth` adapter for httpx and httpx2: admission, a token that outlives its trip, one retry.
+
+The flow, per request: wait for admission (before the token is read, so it cannot age in
+the connection pool's queue), take a token that stays valid for longer than authorized
+requests take here, send, leave admission when the response headers arrive. A 401 that
+rejects the token drops it (only if still current: a burst of 401s causes one new fetch)
+and sends the request once more with a different token.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Generator
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, Any, final
 
 import httpx
 
+from ._http import AUTH_BASES, BYTE_STREAMS
+
 if TYPE_CHECKING:
+    from ._admission import Admission, RequestTimes
     from ._dpop import DPoPProver
     from ._manager import Resource, Scopes, TokenManager
     from ._token import Token
+
+    _AuthBase = httpx.Auth
+else:
+    # One class for both stacks: httpx and httpx2 each accept only their own `Auth`.
+    _AuthBase = type("_AuthBase", AUTH_BASES, {})
 
 __all__ = ["TokenAuth"]
 
@@ -23,13 +38,20 @@ def _is_invalid_token(response: httpx.Response) -> bool:
     return "insufficient_scope" not in challenge
 
 
-@final
-class TokenAuth(httpx.Auth):
-    """Adds `Authorization: Bearer <token>` for one tenant's key.
+def _is_replayable(request: httpx.Request) -> bool:
+    """Whether the request body is in memory, so the request can be sent again."""
+    return isinstance(request.stream, BYTE_STREAMS)
 
-    Made by `TokenManager.auth()`. On a 401 it invalidates the rejected token (only if it
-    is still the slot's current one, so a burst of 401s causes one new fetch) and retries
-    once, provided the request body can be sent again; a streamed body gets the 401 back.
+
+@final
+class TokenAuth(_AuthBase):
+    """Adds `Authorization: Bearer <token>` for one tenant's key, on httpx or httpx2.
+
+    Made by `TokenManager.auth()` (or `client()`); pass it as `auth=` to an
+    `httpx.AsyncClient` or an `httpx2.AsyncClient`. Each request first waits for a place
+    in its `Admission`, then reads its token. On a 401 it invalidates the rejected token
+    and retries once with another, provided the body can be sent again; a streamed body,
+    or a provider that hands back the rejected token, gets the 401 back.
     """
 
     def __init__(
@@ -40,51 +62,93 @@ class TokenAuth(httpx.Auth):
         audience: str | None = None,
         resource: Resource | None = None,
         scopes: Scopes | None = None,
+        admission: Admission,
+        times: RequestTimes,
     ) -> None:
         self._manager = manager
         self._tenant = tenant
         self._audience = audience
         self._resource = resource
         self._scopes = scopes
+        self._admission = admission
+        self._times = times
 
     def __repr__(self) -> str:
-        return f"<TokenAuth tenant={self._tenant!r} audience={self._audience!r}>"
+        return (
+            f"<TokenAuth tenant={self._tenant!r} audience={self._audience!r} "
+            f"admission={self._admission.limit}>"
+        )
 
-    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response]:
+    @property
+    def admission(self) -> Admission:
+        """The gate this auth's requests wait at."""
+        return self._admission
+
+    def sync_auth_flow(self, request: Any) -> Generator[Any, Any]:
         raise RuntimeError(
-            "tokenflight's TokenAuth works with httpx.AsyncClient only: token fetches are "
-            "asynchronous and shared by the manager's event loop"
+            "tokenflight's TokenAuth works with httpx.AsyncClient and httpx2.AsyncClient "
+            "only: token fetches are asynchronous and shared by the manager's event loop"
         )
         yield request  # pragma: no cover  (makes this a generator, as httpx expects)
 
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        manager = self._manager
-        token = await manager.get_token(
-            self._tenant, audience=self._audience, resource=self._resource, scopes=self._scopes
-        )
-        dpop = self._authorize(request, token)
-        response = yield request
-        if dpop is not None and _wants_dpop_nonce(response, dpop, request):
-            self._authorize(request, token)  # a new proof carrying the server's nonce
-            await response.aread()
+        admission = self._admission
+        clock = self._manager._clock
+        token, dpop = await self._admit(request)
+        try:
+            sent = clock()
             response = yield request
-        if not _is_invalid_token(response) or not isinstance(request.stream, httpx.ByteStream):
+            self._times.observe(clock() - sent)
+        finally:
+            admission.release()
+        if dpop is not None and _wants_dpop_nonce(response, dpop, request):
+            await response.aread()
+            await admission.acquire()
+            try:
+                self._authorize(request, token)  # a new proof carrying the server's nonce
+                response = yield request
+            finally:
+                admission.release()
+        if not _is_invalid_token(response) or not _is_replayable(request):
             return
-        manager.invalidate(
+        self._manager.invalidate(
             self._tenant,
             audience=self._audience,
             resource=self._resource,
             scopes=self._scopes,
             token=token,
         )
-        token = await manager.get_token(
-            self._tenant, audience=self._audience, resource=self._resource, scopes=self._scopes
-        )
-        self._authorize(request, token)
-        await response.aread()  # release the connection before sending again
-        yield request
+        await response.aread()  # release the connection before waiting for a place again
+        token, _ = await self._admit(request, rejected=token)
+        if token is None:
+            return  # the provider handed back the token just rejected: the 401 stands
+        try:
+            yield request
+        finally:
+            admission.release()
+
+    async def _admit(
+        self, request: httpx.Request, rejected: Token | None = None
+    ) -> tuple[Any, DPoPProver | None]:
+        """Wait for a place, then read and set the token (None if it is the rejected one)."""
+        await self._admission.acquire()
+        try:
+            token = await self._manager.get_token(
+                self._tenant,
+                audience=self._audience,
+                resource=self._resource,
+                scopes=self._scopes,
+                min_ttl=self._times.margin,
+            )
+            if rejected is not None and token.access_token == rejected.access_token:
+                self._admission.release()
+                return None, None
+            return token, self._authorize(request, token)
+        except BaseException:
+            self._admission.release()
+            raise
 
     def _authorize(self, request: httpx.Request, token: Token) -> DPoPProver | None:
         """Set `Authorization` (Bearer, or DPoP with a fresh proof for a DPoP token)."""
@@ -111,5 +175,5 @@ def _wants_dpop_nonce(response: httpx.Response, prover: DPoPProver, request: htt
         fresh
         and response.status_code == 401
         and "use_dpop_nonce" in challenge
-        and isinstance(request.stream, httpx.ByteStream)
+        and _is_replayable(request)
     )

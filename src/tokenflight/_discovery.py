@@ -27,6 +27,7 @@ from ._errors import (
     TokenEndpointUnavailable,
     TokenError,
 )
+from ._http import TRANSPORT_ERRORS
 
 __all__ = ["Discovery", "ServerMetadata", "metadata_urls"]
 
@@ -150,7 +151,7 @@ class Discovery:
         self.requests += 1
         try:
             response = await self._client.get(url, headers={"Accept": "application/json"})
-        except httpx.TransportError as exc:
+        except TRANSPORT_ERRORS as exc:
             raise TokenEndpointUnavailable(
                 f"could not fetch metadata {url}: {type(exc).__name__}", endpoint=url
             ) from exc

@@ -26,6 +26,7 @@ from ._errors import (
     TokenEndpointUnavailable,
     TokenRequestRefused,
 )
+from ._http import DECODING_ERRORS, TRANSPORT_ERRORS
 from ._token import (
     SUPPORTED_TOKEN_TYPES,
     Token,
@@ -92,7 +93,7 @@ def _wait(policy: RetryPolicy) -> Callable[[RetryCallState], float]:
 
 
 class TokenEndpoint:
-    """Sends token requests through one shared `httpx.AsyncClient`, with retries."""
+    """Sends token requests through one shared `AsyncClient` (httpx or httpx2), with retries."""
 
     def __init__(
         self,
@@ -228,12 +229,12 @@ class TokenEndpoint:
         try:
             async with client.stream("POST", url, data=form, headers=headers) as response:
                 body = await _read_capped(response, url)
-        except httpx.TransportError as exc:
+        except TRANSPORT_ERRORS as exc:
             raise _Retryable(
                 f"could not reach token endpoint {url}: {_describe(exc)}",
                 endpoint=url,
             ) from exc
-        except httpx.DecodingError as exc:  # a RequestError, but not a transport one
+        except DECODING_ERRORS as exc:  # a RequestError, but not a transport one
             raise MalformedTokenResponse(
                 f"token endpoint {url} sent a body that could not be decoded: {exc}",
             ) from exc

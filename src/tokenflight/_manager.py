@@ -14,6 +14,7 @@ import anyio
 import httpx
 from anyio.abc import TaskGroup
 
+from ._admission import Admission, RequestTimes
 from ._auth import TokenAuth
 from ._clock import loop_clock
 from ._config import (
@@ -32,6 +33,7 @@ from ._errors import (
     TokenEndpointUnavailable,
     TokenError,
 )
+from ._http import AnyClient, HttpStack, make_client, resolve_stack
 from ._mtls import ClientPool
 from ._resolver import Resolver, TenantResolver
 from ._scheduler import RefreshScheduler
@@ -49,14 +51,18 @@ Resource = str | tuple[str, ...] | list[str]
 
 DEFAULT_LIMITS = httpx.Limits(max_connections=20, max_keepalive_connections=20)
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+#: What `client()` makes: every connection kept alive, and as many requests admitted.
+DEFAULT_CLIENT_LIMITS = httpx.Limits(max_connections=20, max_keepalive_connections=20)
+#: The bound shared by `auth()` objects given no admission: httpx's default pool size.
+DEFAULT_ADMISSION = 100
 
 
 @final
 class TokenManager(anyio.AsyncContextManagerMixin):
     """Gets, caches, shares and refreshes client-credentials tokens for many tenants.
 
-    Use it as `async with TokenManager() as tokens:`; it owns a pooled `httpx.AsyncClient`
-    and one background task that refreshes tokens before they expire.
+    Use it as `async with TokenManager() as tokens:`; it owns a pooled `AsyncClient` for
+    token requests and one background task that refreshes tokens before they expire.
 
     Args:
         resolver: Async callable returning the `ClientCredentials` of a tenant that was
@@ -64,8 +70,11 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         store: A shared `TokenStore` (such as `tokenflight.redis.RedisTokenStore`).
         refresh: When to refresh, expire and evict tokens.
         retry: How to retry token requests and how long to remember failures.
-        http_client: Your own `httpx.AsyncClient` for token requests (not closed by us;
-            it should not follow redirects).
+        http_client: Your own `httpx.AsyncClient` or `httpx2.AsyncClient` for token
+            requests (not closed by us; it should not follow redirects).
+        http: The HTTP stack of the client we create: `"auto"` (httpx2 where installed,
+            else httpx; `$TOKENFLIGHT_HTTP` overrides), `"httpx"`, `"httpx2"`, or
+            `"aiohttp"` (httpx2 over aiohttp's transport; asyncio only).
         limits: Connection pool limits of the client we create.
         timeout: Timeouts of the client we create.
         max_concurrent_fetches: Token requests in flight at once, across all tenants.
@@ -78,7 +87,8 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         store: TokenStore | None = None,
         refresh: RefreshPolicy | None = None,
         retry: RetryPolicy | None = None,
-        http_client: httpx.AsyncClient | None = None,
+        http_client: AnyClient | None = None,
+        http: HttpStack = "auto",
         limits: httpx.Limits = DEFAULT_LIMITS,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         max_concurrent_fetches: int = 20,
@@ -91,7 +101,11 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         self._store = store
         self._refresh = refresh or RefreshPolicy()
         self._retry = retry or RetryPolicy()
-        self._http_client = http_client
+        self._http_client: Any = http_client
+        self._stack = resolve_stack(http)
+        # Shared by every auth() given no admission of its own, and by every request.
+        self._admission = Admission(DEFAULT_ADMISSION)
+        self._request_times = RequestTimes()
         self._limits = limits
         self._timeout = timeout
         self._max_fetches = max_concurrent_fetches
@@ -119,9 +133,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         async with AsyncExitStack() as stack:
             client = self._http_client
             if client is None:
-                client = httpx.AsyncClient(
-                    limits=self._limits, timeout=self._timeout, follow_redirects=False
-                )
+                client = make_client(self._stack, limits=self._limits, timeout=self._timeout)
                 await stack.enter_async_context(client)
             if self._store is not None:
                 stack.push_async_callback(self._store.aclose)
@@ -161,9 +173,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
 
     def _make_tls_client(self, context: ssl.SSLContext) -> httpx.AsyncClient:
         """A pooled client presenting one mutual-TLS certificate (RFC 8705)."""
-        return httpx.AsyncClient(
-            verify=context, limits=self._limits, timeout=self._timeout, follow_redirects=False
-        )
+        return make_client(self._stack, limits=self._limits, timeout=self._timeout, verify=context)
 
     # -- tenants ---------------------------------------------------------------------
 
@@ -274,12 +284,75 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         audience: str | None = None,
         resource: Resource | None = None,
         scopes: Scopes | None = None,
+        admission: Admission | None = None,
     ) -> TokenAuth:
-        """An `httpx.Auth` for `httpx.AsyncClient(auth=...)` that sends this tenant's token.
+        """An `Auth` for `httpx.AsyncClient(auth=...)` or `httpx2.AsyncClient(auth=...)`.
 
-        On a 401 it drops the rejected token and retries the request once.
+        Each request waits for its place in `admission` before its token is read, and gets
+        a token that stays valid for longer than this process's requests take; on a 401 it
+        drops the rejected token and retries the request once with another.
+
+        Args:
+            admission: The gate to wait at; give the same one to every `auth()` that
+                sends through one client, sized to its `max_connections`. Default: one
+                gate of 100 (httpx's default pool) shared by all `auth()` objects of this
+                manager. `client()` sizes it for you.
         """
-        return TokenAuth(self, tenant, audience=audience, resource=resource, scopes=scopes)
+        return TokenAuth(
+            self,
+            tenant,
+            audience=audience,
+            resource=resource,
+            scopes=scopes,
+            admission=admission if admission is not None else self._admission,
+            times=self._request_times,
+        )
+
+    def client(
+        self,
+        tenant: str,
+        *,
+        audience: str | None = None,
+        resource: Resource | None = None,
+        scopes: Scopes | None = None,
+        stack: HttpStack = "auto",
+        limits: httpx.Limits | None = None,
+        admission: Admission | None = None,
+        **client_kwargs: Any,
+    ) -> Any:
+        """A new `AsyncClient` that sends this tenant's token, its pool and admission matched.
+
+        The fast, correct way to make many concurrent authorized calls: requests beyond the
+        pool's size wait in a first-in first-out queue *before* reading their token, so
+        tokens never age in the pool and the pool never queues. Close it when done
+        (`async with tokens.client("acme") as http:`).
+
+        Args:
+            stack: `"auto"` (httpx2 where installed, else httpx), `"httpx"`, `"httpx2"`,
+                or `"aiohttp"` (httpx2 over aiohttp's transport, asyncio only).
+            limits: The pool (default: 20 connections, all kept alive). Admission follows
+                `max_connections` unless `admission` is given.
+            admission: A gate shared with other clients or `auth()` objects.
+            client_kwargs: Anything else for the client (`base_url`, `timeout`, `headers`…).
+
+        Returns:
+            An `httpx.AsyncClient` or an `httpx2.AsyncClient`, by `stack`.
+
+        Raises:
+            ConfigurationError: An unknown or uninstalled stack, or `auth=` in the kwargs.
+        """
+        if "auth" in client_kwargs:
+            raise ConfigurationError("client() sets auth= itself; use auth() for your own client")
+        limits = limits or DEFAULT_CLIENT_LIMITS
+        if admission is None:
+            admission = Admission(limits.max_connections or DEFAULT_ADMISSION)
+        auth = self.auth(
+            tenant, audience=audience, resource=resource, scopes=scopes, admission=admission
+        )
+        client_kwargs.setdefault("timeout", DEFAULT_TIMEOUT)
+        return make_client(
+            resolve_stack(stack, for_client=True), limits=limits, auth=auth, **client_kwargs
+        )
 
     def dpop_prover(
         self,
@@ -495,7 +568,11 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         slot.token = token
         slot.usable_until = token.expires_at - policy.leeway_for(token.expires_in)
         fraction = random.uniform(policy.fraction - policy.jitter, policy.fraction)
-        slot.refresh_at = token.obtained_at + token.expires_in * fraction
+        refresh_at = token.obtained_at + token.expires_in * fraction
+        # Requests stop taking a token `margin` before it is unusable (they need that long
+        # to use it): refresh ahead of that point, so that none of them waits for a fetch.
+        ahead = slot.usable_until - 2 * self._request_times.margin
+        slot.refresh_at = max(min(refresh_at, ahead), token.obtained_at + token.expires_in / 2)
 
     def _settle_failure(self, slot: Slot, error: TokenError, now: float) -> None:
         slot.failures += 1

@@ -1,0 +1,150 @@
+"""The HTTP stacks: httpx, its maintained fork httpx2 (same API), and the aiohttp transport.
+
+Users bring either client library; the manager's own token requests run on httpx2 where it
+is installed. Both libraries expose the same names, so the rest of the package is written
+against httpx's types and takes the error classes of both from here.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, get_args
+
+import httpx
+import sniffio
+
+from ._errors import ConfigurationError
+
+if TYPE_CHECKING:
+    import httpx2
+else:
+    try:
+        import httpx2
+    except ImportError:  # pragma: no cover  (CI installs both stacks)
+        httpx2 = None
+
+__all__ = [
+    "AUTH_BASES",
+    "BYTE_STREAMS",
+    "DECODING_ERRORS",
+    "HTTP_STACKS",
+    "HTTP_ERRORS",
+    "TRANSPORT_ERRORS",
+    "AnyClient",
+    "HttpStack",
+    "make_client",
+    "resolve_stack",
+]
+
+HttpStack = Literal["auto", "httpx", "httpx2", "aiohttp"]
+HTTP_STACKS: tuple[str, ...] = get_args(HttpStack)
+
+#: Picks the stack of `http="auto"` (for example in CI, to run the suite on each stack).
+STACK_ENV = "TOKENFLIGHT_HTTP"
+
+AnyClient: TypeAlias = "httpx.AsyncClient | httpx2.AsyncClient"
+
+
+def _both(name: str) -> tuple[type[Any], ...]:
+    """A class of httpx and its httpx2 twin, for `isinstance` and `except`."""
+    found = [getattr(httpx, name)]
+    if httpx2 is not None:
+        found.append(getattr(httpx2, name))
+    return tuple(found)
+
+
+TRANSPORT_ERRORS: tuple[type[Exception], ...] = _both("TransportError")
+DECODING_ERRORS: tuple[type[Exception], ...] = _both("DecodingError")
+HTTP_ERRORS: tuple[type[Exception], ...] = _both("HTTPError")
+BYTE_STREAMS: tuple[type[Any], ...] = _both("ByteStream")
+AUTH_BASES: tuple[type[Any], ...] = _both("Auth")
+
+
+def resolve_stack(name: str, *, for_client: bool = False) -> str:
+    """The concrete stack (`httpx`, `httpx2` or `aiohttp`) that `name` asks for.
+
+    `auto` is `$TOKENFLIGHT_HTTP` when set, else httpx2 where it is installed, else httpx.
+
+    Raises:
+        ConfigurationError: An unknown name, or a stack that is not installed.
+    """
+    if name == "auto":
+        name = os.environ.get(STACK_ENV, "").strip().lower() or (
+            "httpx2" if httpx2 is not None else "httpx"
+        )
+    if name not in HTTP_STACKS or name == "auto":
+        where = f"${STACK_ENV}" if not for_client else "stack"
+        raise ConfigurationError(
+            f"unknown HTTP stack {name!r} (from http=, stack= or {where}): "
+            "use 'auto', 'httpx', 'httpx2' or 'aiohttp'"
+        )
+    if name == "httpx2" and httpx2 is None:  # pragma: no cover  (CI installs both)
+        raise ConfigurationError("http='httpx2' needs httpx2: pip install 'tokenflight[httpx2]'")
+    if name == "aiohttp":
+        _aiohttp_transport_class()  # raises when the extra is missing
+    return name
+
+
+def _aiohttp_transport_class() -> type[Any]:
+    try:
+        from httpx_aiohttp.httpx2 import AiohttpTransport
+    except ImportError as exc:  # pragma: no cover  (CI installs the extra)
+        raise ConfigurationError(
+            "http='aiohttp' needs the aiohttp transport: pip install 'tokenflight[aiohttp]'"
+        ) from exc
+    return AiohttpTransport
+
+
+def make_client(
+    stack: str,
+    *,
+    limits: httpx.Limits,
+    timeout: httpx.Timeout,
+    verify: ssl.SSLContext | bool = True,
+    **kwargs: Any,
+) -> httpx.AsyncClient:
+    """A new `AsyncClient` of a resolved stack that never follows redirects by itself.
+
+    `limits` and `timeout` may be of either library; they are copied field by field.
+    The aiohttp transport runs on asyncio only (aiohttp is asyncio's).
+
+    Raises:
+        ConfigurationError: The aiohttp stack under trio.
+    """
+    kwargs.setdefault("follow_redirects", False)
+    if stack == "httpx":
+        return httpx.AsyncClient(
+            limits=_copy(httpx.Limits, limits), timeout=timeout, verify=verify, **kwargs
+        )
+    limits2 = _copy(httpx2.Limits, limits)
+    timeout2 = httpx2.Timeout(
+        connect=timeout.connect, read=timeout.read, write=timeout.write, pool=timeout.pool
+    )
+    if stack == "aiohttp":
+        _require_asyncio()
+        transport = _aiohttp_transport_class()(verify=verify, limits=limits2)
+        kwargs.setdefault("transport", transport)
+    client: Any = httpx2.AsyncClient(limits=limits2, timeout=timeout2, verify=verify, **kwargs)
+    return client  # type: ignore[no-any-return]
+
+
+def _copy(cls: type[Any], limits: Any) -> Any:
+    """`limits` as the given library's `Limits`."""
+    return cls(
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+    )
+
+
+def _require_asyncio() -> None:
+    try:
+        library = sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        return  # made outside a loop; aiohttp itself complains if used under another
+    if library != "asyncio":
+        raise ConfigurationError(
+            f"the aiohttp transport runs on asyncio only, not {library}: "
+            "use http='httpx2' (or 'auto') under trio"
+        )
