@@ -5,14 +5,18 @@ import httpx2
 import pytest
 
 # Every async test runs on each event loop and each HTTP stack (the manager's own token
-# requests, and the clients tests make through `http_module`).
-BACKENDS = ["asyncio", "trio"]
-STACKS = ["httpx2", "httpx"]
+# requests, and the clients tests make through `http_module`); on asyncio also with the
+# manager's token requests on aiohttp's transport.
+COMBINATIONS = [
+    ("asyncio", "httpx2"),
+    ("asyncio", "httpx"),
+    ("asyncio", "aiohttp"),
+    ("trio", "httpx2"),
+    ("trio", "httpx"),
+]
 
 
-@pytest.fixture(
-    params=[pytest.param((b, s), id=f"{b}-{s}") for b in BACKENDS for s in STACKS],
-)
+@pytest.fixture(params=[pytest.param(c, id="-".join(c)) for c in COMBINATIONS])
 def anyio_backend(request, monkeypatch):
     backend, stack = request.param
     monkeypatch.setenv("TOKENFLIGHT_HTTP", stack)
@@ -24,7 +28,7 @@ def http_module(anyio_backend) -> ModuleType:
     """The HTTP library of this test's stack: `httpx` or `httpx2` (the same API)."""
     import os
 
-    return httpx2 if os.environ["TOKENFLIGHT_HTTP"] == "httpx2" else httpx
+    return httpx if os.environ["TOKENFLIGHT_HTTP"] == "httpx" else httpx2
 
 
 @pytest.fixture

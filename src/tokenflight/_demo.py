@@ -11,16 +11,18 @@ from typing import TextIO
 import anyio
 import httpx
 
+from ._admission import Admission
 from ._config import ClientCredentials, RefreshPolicy
 from ._errors import TokenError
-from ._manager import TokenManager
+from ._http import HTTP_ERRORS, make_client, resolve_stack
+from ._manager import DEFAULT_CLIENT_LIMITS, DEFAULT_TIMEOUT, TokenManager
 
 __all__ = ["DemoResult", "DemoSettings", "run_demo"]
 
+CALL_ERRORS: tuple[type[Exception], ...] = (TokenError, *HTTP_ERRORS)
+
 # Refresh late in the token's life (85-88%), so each token serves as long as it safely can.
 DEMO_REFRESH = RefreshPolicy(fraction=0.88, jitter=0.03)
-# Resource calls in flight at once: httpcore rescans its queue per request, so bound it.
-MAX_CALLS_IN_FLIGHT = 8
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,10 +70,15 @@ async def run_demo(settings: DemoSettings, out: TextIO = sys.stdout) -> DemoResu
 
     result = DemoResult()
     async with IdentityProvider(token_lifetime=settings.lifetime, latency=settings.latency) as idp:
-        limits = httpx.Limits(max_connections=MAX_CALLS_IN_FLIGHT)
+        # One client shared by every tenant, on the fastest stack installed, and one
+        # admission the size of its pool for every tenant's auth(): the workers themselves
+        # are not bounded; requests queue for a connection before they read their token.
+        stack = resolve_stack("auto")
+        limits = DEFAULT_CLIENT_LIMITS
+        gate = Admission(limits.max_connections or 20)
         async with (
             TokenManager(refresh=DEMO_REFRESH) as tokens,
-            httpx.AsyncClient(limits=limits) as http,
+            make_client(stack, limits=limits, timeout=DEFAULT_TIMEOUT) as http,
         ):
             for n in range(settings.tenants):
                 client = idp.add_client(f"tenant-{n}")
@@ -85,17 +92,17 @@ async def run_demo(settings: DemoSettings, out: TextIO = sys.stdout) -> DemoResu
                 )
             print(
                 f"tokenflight demo: {settings.workers} workers, {settings.tenants} tenants, "
-                f"{settings.lifetime:g}s tokens, {settings.duration:g}s, IdP at {idp.url}",
+                f"{settings.lifetime:g}s tokens, {settings.duration:g}s, IdP at {idp.url}, "
+                f"{stack} client with {gate.limit} connections, workers unbounded",
                 file=out,
             )
             started = time.monotonic()
-            gate = anyio.Semaphore(MAX_CALLS_IN_FLIGHT)
             with anyio.move_on_after(settings.duration):
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(_progress, result, idp, started, out)
                     for w in range(settings.workers):
-                        auth = tokens.auth(f"tenant-{w % settings.tenants}")
-                        tg.start_soon(_worker, http, auth, idp.resource_url, gate, result)
+                        auth = tokens.auth(f"tenant-{w % settings.tenants}", admission=gate)
+                        tg.start_soon(_worker, http, auth, idp.resource_url, result)
             result.elapsed = time.monotonic() - started
             result.token_requests = idp.token_requests
     _summary(settings, result, out)
@@ -106,18 +113,16 @@ async def _worker(
     http: httpx.AsyncClient,
     auth: httpx.Auth,
     url: str,
-    gate: anyio.Semaphore,
     result: DemoResult,
 ) -> None:
     while True:
-        async with gate:
-            began = time.perf_counter()
-            try:
-                response = await http.get(url, auth=auth)
-            except (TokenError, httpx.HTTPError):
-                result.errors += 1
-                continue
-            result.latencies.append(time.perf_counter() - began)
+        began = time.perf_counter()
+        try:
+            response = await http.get(url, auth=auth)
+        except CALL_ERRORS:
+            result.errors += 1
+            continue
+        result.latencies.append(time.perf_counter() - began)
         result.calls += 1
         if response.status_code == 401:
             result.unauthorized += 1

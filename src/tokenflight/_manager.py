@@ -572,7 +572,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         # Requests stop taking a token `margin` before it is unusable (they need that long
         # to use it): refresh ahead of that point, so that none of them waits for a fetch.
         ahead = slot.usable_until - 2 * self._request_times.margin
-        slot.refresh_at = max(min(refresh_at, ahead), token.obtained_at + token.expires_in / 2)
+        slot.refresh_at = min(refresh_at, max(ahead, token.obtained_at + token.expires_in / 2))
 
     def _settle_failure(self, slot: Slot, error: TokenError, now: float) -> None:
         slot.failures += 1

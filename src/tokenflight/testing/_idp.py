@@ -295,6 +295,7 @@ class IdentityProvider(AsyncContextManagerMixin):
             response = self._answer(attempt)
             if fault is not None:
                 response.headers = [*response.headers, *fault.headers.items()]
+        attempt.user_agent = request.headers.get("user-agent")
         self._record(arrived, attempt, None if response.drop else response.status)
         return response
 
@@ -397,6 +398,7 @@ class IdentityProvider(AsyncContextManagerMixin):
             auth_method=attempt.auth_method,
             status=status,
             form=attempt.public_form(),
+            user_agent=attempt.user_agent,
         )
         self._records.append(record)
 

@@ -185,6 +185,7 @@ class TokenRequestRecord:
         auth_method: How the client authenticated, if it did.
         status: The HTTP status answered; ``None`` when the connection was dropped.
         form: The form parameters, without ``client_secret``.
+        user_agent: The ``User-Agent`` header, if any (which HTTP library sent it).
     """
 
     time: float
@@ -195,6 +196,7 @@ class TokenRequestRecord:
     auth_method: AuthMethod | None
     status: int | None
     form: Mapping[str, str]
+    user_agent: str | None = None
 
 
 def check_lifetime(value: float) -> None:

@@ -73,6 +73,8 @@ class Attempt:
     verified: IdPClient | None = None
     #: The ``DPoP`` header (RFC 9449 proof), if any.
     dpop_proof: str | None = None
+    #: The ``User-Agent`` header (which HTTP library sent the request).
+    user_agent: str | None = None
 
     def public_form(self) -> dict[str, str]:
         """The form without the client secret or assertion."""
