@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import itertools
 import time
 from collections.abc import AsyncIterator
@@ -136,13 +138,17 @@ async def test_transport_failures_exhaust_budget_with_clear_error(where):
     """Drops, refused connections and DNS failures: retried, then an error naming URL and cause."""
     retry = RetryPolicy(attempts=3, initial_wait=0.01, max_wait=0.02, total_timeout=10)
     async with running(retry=retry) as (idp, tm):
+        aiohttp = os.environ.get("TOKENFLIGHT_HTTP") == "aiohttp"  # names aiohttp's errors
         if where == "drop":
             idp.inject(Fault(status=200, drop=True), count=None)
-            url, cause = idp.token_url, "RemoteProtocolError"
+            url = idp.token_url
+            cause = "ServerDisconnectedError" if aiohttp else "RemoteProtocolError"
         elif where == "refused":
-            url, cause = f"http://127.0.0.1:{free_port()}/oauth/token", "ConnectError"
+            url = f"http://127.0.0.1:{free_port()}/oauth/token"
+            cause = "ClientConnectorError" if aiohttp else "ConnectError"
         else:
-            url, cause = "http://nonexistent.invalid/oauth/token", "ConnectError"
+            url = "http://nonexistent.invalid/oauth/token"
+            cause = "ClientConnectorDNSError" if aiohttp else "ConnectError"
         tm.register("acme", creds(url, allow_insecure_http=True))
         with anyio.fail_after(10), pytest.raises(TokenEndpointUnavailable) as info:
             await tm.get_token("acme")

@@ -291,6 +291,13 @@ def _describe(exc: BaseException) -> str:
     httpx errors raised under trio often have an empty text (a TLS verification failure is
     only in the chained `ssl.SSLCertVerificationError`).
     """
+    cause = exc.__cause__
+    if cause is not None and type(cause).__module__.startswith("aiohttp."):
+        # httpx-aiohttp maps a refused connection or a dropped one to ConnectTimeout:
+        # name aiohttp's own error instead, with its text when that is a sentence.
+        text = str(cause)
+        readable = text and not text.startswith("<") and len(text) < 300
+        return f"{type(cause).__name__}: {text}" if readable else type(cause).__name__
     parts = [type(exc).__name__]
     current: BaseException | None = exc
     for _ in range(6):
