@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
 import itertools
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager

@@ -80,7 +80,7 @@ async def test_aiohttp_stack_fetches_and_calls():
 @pytest.mark.parametrize("anyio_backend", ["trio"])
 async def test_aiohttp_stack_under_trio_is_a_configuration_error():
     """Under trio, the aiohttp stack is refused with a message that names the alternative."""
-    with pytest.raises(ConfigurationError, match="asyncio only.*httpx2"):
+    with pytest.raises(ConfigurationError, match=r"asyncio only.*httpx2"):
         async with TokenManager(http="aiohttp"):
             pass  # pragma: no cover
     with pytest.raises(ConfigurationError, match="asyncio only"):
