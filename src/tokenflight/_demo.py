@@ -14,8 +14,8 @@ import httpx
 from ._admission import Admission
 from ._config import ClientCredentials, RefreshPolicy
 from ._errors import TokenError
-from ._http import HTTP_ERRORS, make_client, resolve_stack
-from ._manager import DEFAULT_CLIENT_LIMITS, DEFAULT_TIMEOUT, TokenManager
+from ._http import DEFAULT_CLIENT_LIMITS, DEFAULT_TIMEOUT, HTTP_ERRORS, make_client, resolve_stack
+from ._manager import TokenManager
 
 __all__ = ["DemoResult", "DemoSettings", "run_demo"]
 

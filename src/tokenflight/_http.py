@@ -26,6 +26,10 @@ else:
 
 __all__ = [
     "AUTH_BASES",
+    "DEFAULT_ADMISSION",
+    "DEFAULT_CLIENT_LIMITS",
+    "DEFAULT_LIMITS",
+    "DEFAULT_TIMEOUT",
     "BYTE_STREAMS",
     "DECODING_ERRORS",
     "HTTP_STACKS",
@@ -39,6 +43,15 @@ __all__ = [
 
 HttpStack = Literal["auto", "httpx", "httpx2", "aiohttp"]
 HTTP_STACKS: tuple[str, ...] = get_args(HttpStack)
+
+#: The pool of the manager's own client for token requests.
+DEFAULT_LIMITS = httpx.Limits(max_connections=20, max_keepalive_connections=20)
+DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+#: What `client()` makes: every connection kept alive, and as many requests admitted.
+DEFAULT_CLIENT_LIMITS = httpx.Limits(max_connections=20, max_keepalive_connections=20)
+#: The gate shared by `auth()` objects given none: httpx's default keep-alive pool (its
+#: `max_keepalive_connections`), so that admitted requests never churn connections.
+DEFAULT_ADMISSION = 20
 
 #: Picks the stack of `http="auto"` (for example in CI, to run the suite on each stack).
 STACK_ENV = "TOKENFLIGHT_HTTP"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import random
 import ssl
 from collections import deque
 from collections.abc import AsyncGenerator, Callable
@@ -33,7 +32,16 @@ from ._errors import (
     TokenEndpointUnavailable,
     TokenError,
 )
-from ._http import AnyClient, HttpStack, make_client, resolve_stack
+from ._http import (
+    DEFAULT_ADMISSION,
+    DEFAULT_CLIENT_LIMITS,
+    DEFAULT_LIMITS,
+    DEFAULT_TIMEOUT,
+    AnyClient,
+    HttpStack,
+    make_client,
+    resolve_stack,
+)
 from ._mtls import ClientPool
 from ._resolver import Resolver, TenantResolver
 from ._scheduler import RefreshScheduler
@@ -48,13 +56,6 @@ logger = logging.getLogger("tokenflight")
 
 Scopes = str | tuple[str, ...] | list[str] | frozenset[str]
 Resource = str | tuple[str, ...] | list[str]
-
-DEFAULT_LIMITS = httpx.Limits(max_connections=20, max_keepalive_connections=20)
-DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
-#: What `client()` makes: every connection kept alive, and as many requests admitted.
-DEFAULT_CLIENT_LIMITS = httpx.Limits(max_connections=20, max_keepalive_connections=20)
-#: The bound shared by `auth()` objects given no admission: httpx's default pool size.
-DEFAULT_ADMISSION = 100
 
 
 @final
@@ -164,7 +165,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
                 self._tg = None
                 tg.cancel_scope.cancel()
                 for slot in self._unique_slots():
-                    self._retired = self._retired + _counters(slot)
+                    self._retired = self._retired + slot.counters()
                 self._slots.clear()
                 self._default_slots.clear()
                 self._tenant_slots.clear()
@@ -295,8 +296,9 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         Args:
             admission: The gate to wait at; give the same one to every `auth()` that
                 sends through one client, sized to its `max_connections`. Default: one
-                gate of 100 (httpx's default pool) shared by all `auth()` objects of this
-                manager. `client()` sizes it for you.
+                gate of 20 (the connections a default httpx or httpx2 pool keeps alive)
+                shared by all `auth()` objects of this manager. `client()` sizes it for
+                you.
         """
         return TokenAuth(
             self,
@@ -392,7 +394,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         keys: dict[SlotKey, KeyStatistics] = {}
         total = self._retired
         for slot in self._unique_slots():
-            counters = _counters(slot)
+            counters = slot.counters()
             keys[slot.key] = counters
             total = total + counters
         return ManagerStatistics(
@@ -417,7 +419,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         spent = 0  # flights whose token had expired by the time this caller woke up
         while True:
             now = self._clock()
-            if slot.is_usable(now, _capped_ttl(slot, min_ttl)):
+            if slot.is_usable(now, slot.capped_ttl(min_ttl)):
                 slot.hits += 1
                 return slot.token  # type: ignore[return-value]
             slot.misses += 1
@@ -543,46 +545,19 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             self._scheduler.schedule(slot, slot.next_wakeup())
 
     def _settle_token(self, slot: Slot, flight: Flight) -> None:
-        token = flight.token
-        assert token is not None
-        old = slot.token
+        assert flight.token is not None
         if flight.from_store:
             pass  # counted as a store hit; another process made the request
         elif flight.background:
             slot.refreshes += 1
         else:
             slot.fetches += 1
-        slot.failure = None
-        slot.failures = 0
-        slot.uses_at_fetch = slot.uses()
-        if old is not None and token.access_token == old.access_token:
-            # The server handed back the token it issued before: keep the original expiry
-            # and do not ask again early (that would loop). Asked again inside the leeway,
-            # the server insists: use the token until it really expires.
-            flight.token = old
-            if self._clock() >= slot.usable_until:
-                slot.usable_until = old.expires_at
-            slot.refresh_at = None
-            return
-        policy = self._refresh
-        slot.token = token
-        slot.usable_until = token.expires_at - policy.leeway_for(token.expires_in)
-        fraction = random.uniform(policy.fraction - policy.jitter, policy.fraction)
-        refresh_at = token.obtained_at + token.expires_in * fraction
-        # Requests stop taking a token `margin` before it is unusable (they need that long
-        # to use it): refresh ahead of that point, so that none of them waits for a fetch.
-        ahead = slot.usable_until - 2 * self._request_times.margin
-        slot.refresh_at = min(refresh_at, max(ahead, token.obtained_at + token.expires_in / 2))
+        flight.token = slot.take_token(
+            flight.token, self._refresh, margin=self._request_times.margin, now=self._clock()
+        )
 
     def _settle_failure(self, slot: Slot, error: TokenError, now: float) -> None:
-        slot.failures += 1
-        slot.failure_count += 1
-        slot.failure = error
-        cooldown = self._retry.cooldown_for(slot.failures, permanent=error.is_permanent)
-        slot.retry_at = now + cooldown
-        # Serve stale: while the current token is usable, callers keep it and the refresh
-        # is tried again after the cooldown.
-        slot.refresh_at = slot.retry_at if slot.is_usable(now) else None
+        cooldown = slot.take_failure(error, now, self._retry)
         logger.warning(
             "token request for tenant %r (client_id %r) failed, next try in %.1fs: %s",
             slot.key.tenant,
@@ -631,7 +606,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         slot.evicted = True
         slot.usable_until = 0.0
         self._scheduler.cancel(slot)
-        self._retired = self._retired + _counters(slot)
+        self._retired = self._retired + slot.counters()
         self._evictions += idle
         tenant = slot.key.tenant
         for alias in slot.aliases:
@@ -654,25 +629,3 @@ class TokenManager(anyio.AsyncContextManagerMixin):
 
     def _unique_slots(self) -> list[Slot]:
         return [slot for slots in self._tenant_slots.values() for slot in slots]
-
-
-def _counters(slot: Slot) -> KeyStatistics:
-    return KeyStatistics(
-        hits=slot.hits,
-        misses=slot.misses,
-        fetches=slot.fetches,
-        refreshes=slot.refreshes,
-        failures=slot.failure_count,
-        store_hits=slot.store_hits,
-    )
-
-
-def _capped_ttl(slot: Slot, min_ttl: float) -> float:
-    """`min_ttl`, capped to half of what a new token of this slot would give.
-
-    Asking more than a token can ever hold would otherwise fetch on every call.
-    """
-    token = slot.token
-    if token is None or not min_ttl:
-        return min_ttl
-    return min(min_ttl, (slot.usable_until - token.obtained_at) / 2)

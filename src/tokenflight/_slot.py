@@ -7,15 +7,17 @@ lock. Waiters wait on the flight's `anyio.Event` and then read its outcome.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import anyio
 
-from ._config import ClientCredentials
+from ._config import ClientCredentials, RefreshPolicy, RetryPolicy
 from ._dpop import DPoPProver
 from ._endpoint import TokenRequest
 from ._errors import TokenError
+from ._stats import KeyStatistics
 from ._token import Token
 
 __all__ = ["Flight", "Slot", "SlotKey"]
@@ -103,3 +105,64 @@ class Slot:
         if self.refresh_at is not None:
             when = min(when, self.refresh_at)
         return when
+
+    def capped_ttl(self, min_ttl: float) -> float:
+        """`min_ttl`, capped to half of what a new token of this slot would give.
+
+        Asking more than a token can ever hold would otherwise fetch on every call.
+        """
+        token = self.token
+        if token is None or not min_ttl:
+            return min_ttl
+        return min(min_ttl, (self.usable_until - token.obtained_at) / 2)
+
+    def take_token(
+        self, token: Token, policy: RefreshPolicy, *, margin: float, now: float
+    ) -> Token:
+        """Adopt a fetched token and plan its refresh; returns the token to hand out.
+
+        `margin` is how long authorized requests need a token to stay valid: refresh
+        ahead of the point where they stop taking it, so that none of them waits.
+        """
+        old = self.token
+        self.failure = None
+        self.failures = 0
+        self.uses_at_fetch = self.uses()
+        if old is not None and token.access_token == old.access_token:
+            # The server handed back the token it issued before: keep the original expiry
+            # and do not ask again early (that would loop). Asked again inside the leeway,
+            # the server insists: use the token until it really expires.
+            if now >= self.usable_until:
+                self.usable_until = old.expires_at
+            self.refresh_at = None
+            return old
+        self.token = token
+        self.usable_until = token.expires_at - policy.leeway_for(token.expires_in)
+        fraction = random.uniform(policy.fraction - policy.jitter, policy.fraction)
+        refresh_at = token.obtained_at + token.expires_in * fraction
+        ahead = max(self.usable_until - 2 * margin, token.obtained_at + token.expires_in / 2)
+        self.refresh_at = min(refresh_at, ahead)
+        return token
+
+    def take_failure(self, error: TokenError, now: float, policy: RetryPolicy) -> float:
+        """Remember a failed fetch for a growing cooldown; returns the cooldown."""
+        self.failures += 1
+        self.failure_count += 1
+        self.failure = error
+        cooldown = policy.cooldown_for(self.failures, permanent=error.is_permanent)
+        self.retry_at = now + cooldown
+        # Serve stale: while the current token is usable, callers keep it and the refresh
+        # is tried again after the cooldown.
+        self.refresh_at = self.retry_at if self.is_usable(now) else None
+        return cooldown
+
+    def counters(self) -> KeyStatistics:
+        """This slot's counters, as a snapshot."""
+        return KeyStatistics(
+            hits=self.hits,
+            misses=self.misses,
+            fetches=self.fetches,
+            refreshes=self.refreshes,
+            failures=self.failure_count,
+            store_hits=self.store_hits,
+        )

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import final
+from typing import TYPE_CHECKING, final
 
-from ._slot import SlotKey
+if TYPE_CHECKING:
+    from ._slot import SlotKey
 
 __all__ = ["KeyStatistics", "ManagerStatistics"]
 
