@@ -25,7 +25,7 @@ from ._config import (
 )
 from ._discovery import Discovery
 from ._dpop import DPoPProver, NonceBook
-from ._endpoint import TokenEndpoint, TokenRequest
+from ._endpoint import TokenEndpoint
 from ._errors import (
     ConfigurationError,
     ManagerClosedError,
@@ -48,6 +48,7 @@ from ._scheduler import RefreshScheduler
 from ._slot import Flight, Slot, SlotKey
 from ._stats import KeyStatistics, ManagerStatistics
 from ._store import TokenStore, store_key
+from ._table import SlotTable
 from ._token import Token
 
 __all__ = ["Resolver", "TokenManager"]
@@ -112,10 +113,9 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         self._max_fetches = max_concurrent_fetches
         self._tenants: dict[str, ClientCredentials] = {}
         self._resolved: set[str] = set()
-        self._slots: dict[SlotKey, Slot] = {}
-        self._default_slots: dict[str, Slot] = {}  # tenant -> slot of its default key
-        self._default_get = self._default_slots.get  # saves a look-up on the hot path
-        self._tenant_slots: dict[str, list[Slot]] = {}
+        self._table = SlotTable()
+        self._slots = self._table.by_key  # the hot path's look-ups, one attribute deep
+        self._default_get = self._table.defaults.get
         self._retired = KeyStatistics()
         self._evictions = 0
         self._in_flight = 0
@@ -164,11 +164,9 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             finally:
                 self._tg = None
                 tg.cancel_scope.cancel()
-                for slot in self._unique_slots():
+                for slot in self._table.unique():
                     self._retired = self._retired + slot.counters()
-                self._slots.clear()
-                self._default_slots.clear()
-                self._tenant_slots.clear()
+                self._table.clear()
         if error is not None:
             raise error
 
@@ -265,7 +263,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         Returns:
             Whether a token was dropped.
         """
-        slot = self._find_slot(tenant, audience, resource, scopes)
+        slot = self._table.find(tenant, audience, resource, scopes)
         if slot is None or slot.token is None:
             return False
         if token is not None and slot.token.access_token != token.access_token:
@@ -365,24 +363,8 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         scopes: Scopes | None = None,
     ) -> DPoPProver | None:
         """The DPoP key of a key's slot (None without DPoP or before its first token)."""
-        slot = self._find_slot(tenant, audience, resource, scopes)
+        slot = self._table.find(tenant, audience, resource, scopes)
         return None if slot is None else slot.dpop
-
-    def _find_slot(
-        self,
-        tenant: str,
-        audience: str | None,
-        resource: Resource | None,
-        scopes: Scopes | None,
-    ) -> Slot | None:
-        return self._slots.get(
-            SlotKey(
-                tenant,
-                audience,
-                None if resource is None else normalize_resource(resource),
-                None if scopes is None else normalize_scopes(scopes),
-            )
-        )
 
     @property
     def dpop_nonces(self) -> NonceBook:
@@ -393,7 +375,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         """A snapshot of the counters, per live key and in total."""
         keys: dict[SlotKey, KeyStatistics] = {}
         total = self._retired
-        for slot in self._unique_slots():
+        for slot in self._table.unique():
             counters = slot.counters()
             keys[slot.key] = counters
             total = total + counters
@@ -457,27 +439,9 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         existing = self._slots.get(key)  # another caller may have made it meanwhile
         if existing is not None:
             return existing
-        request = TokenRequest(
-            scopes=tuple(sorted(key.scopes)) if key.scopes is not None else creds.scopes,
-            audience=key.audience if key.audience is not None else creds.audience,
-            resource=key.resource if key.resource is not None else creds.resource,
-        )
-        canonical = SlotKey(
-            key.tenant, request.audience, request.resource, frozenset(request.scopes)
-        )
-        slot = self._slots.get(canonical)
-        if slot is None:
-            slot = Slot(key=canonical, creds=creds, request=request)
+        slot, new = self._table.add(key, creds)
+        if new:
             slot.idle_check_at = self._clock() + self._refresh.idle_timeout
-            self._slots[canonical] = slot
-            slot.aliases.append(canonical)  # so that eviction removes it from `_slots` too
-            self._tenant_slots.setdefault(key.tenant, []).append(slot)
-        # The caller's spelling (defaults left out) is an alias of the canonical key.
-        if key not in slot.aliases:
-            self._slots[key] = slot
-            slot.aliases.append(key)
-        if key.audience is None and key.resource is None and key.scopes is None:
-            self._default_slots[key.tenant] = slot
         return slot
 
     # -- flights ---------------------------------------------------------------------
@@ -609,23 +573,11 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         self._retired = self._retired + slot.counters()
         self._evictions += idle
         tenant = slot.key.tenant
-        for alias in slot.aliases:
-            if self._slots.get(alias) is slot:
-                del self._slots[alias]
-        if self._default_slots.get(tenant) is slot:
-            del self._default_slots[tenant]
-        siblings = self._tenant_slots.get(tenant, [])
-        if slot in siblings:
-            siblings.remove(slot)
-        if not siblings:
-            self._tenant_slots.pop(tenant, None)
-            if tenant in self._resolved:  # resolved tenants come back through the resolver
-                self._resolved.discard(tenant)
-                self._tenants.pop(tenant, None)
+        # Resolved tenants leave with their last slot and come back through the resolver.
+        if self._table.remove(slot) and tenant in self._resolved:
+            self._resolved.discard(tenant)
+            self._tenants.pop(tenant, None)
 
     def _drop_tenant_slots(self, tenant: str) -> None:
-        for slot in list(self._tenant_slots.get(tenant, ())):
+        for slot in self._table.of_tenant(tenant):
             self._evict(slot, idle=False)
-
-    def _unique_slots(self) -> list[Slot]:
-        return [slot for slots in self._tenant_slots.values() for slot in slots]

@@ -1,0 +1,104 @@
+"""The slot table: every key spelling that maps to a slot, and each tenant's slots.
+
+Synchronous and I/O-free: the manager decides what to fetch; this only files slots.
+A key can be spelled with its defaults left out (`audience=None`) or written out; both
+spellings map to one slot, so the table keeps each slot's aliases to remove them all.
+"""
+
+from __future__ import annotations
+
+from typing import final
+
+from ._config import ClientCredentials, normalize_resource, normalize_scopes
+from ._endpoint import TokenRequest
+from ._slot import Slot, SlotKey
+
+__all__ = ["SlotTable"]
+
+
+@final
+class SlotTable:
+    """Slots by key spelling, by tenant, and the default slot of each tenant."""
+
+    __slots__ = ("by_key", "defaults", "per_tenant")
+
+    def __init__(self) -> None:
+        self.by_key: dict[SlotKey, Slot] = {}
+        self.defaults: dict[str, Slot] = {}  # tenant -> slot of its default key
+        self.per_tenant: dict[str, list[Slot]] = {}
+
+    def find(
+        self,
+        tenant: str,
+        audience: str | None,
+        resource: str | tuple[str, ...] | list[str] | None,
+        scopes: str | tuple[str, ...] | list[str] | frozenset[str] | None,
+    ) -> Slot | None:
+        """The slot of a key as a caller spells it, if there is one."""
+        return self.by_key.get(
+            SlotKey(
+                tenant,
+                audience,
+                None if resource is None else normalize_resource(resource),
+                None if scopes is None else normalize_scopes(scopes),
+            )
+        )
+
+    def add(self, key: SlotKey, creds: ClientCredentials) -> tuple[Slot, bool]:
+        """The slot of `key` with the credentials' defaults filled in, made if needed.
+
+        Returns the slot and whether it is new.
+        """
+        request = TokenRequest(
+            scopes=tuple(sorted(key.scopes)) if key.scopes is not None else creds.scopes,
+            audience=key.audience if key.audience is not None else creds.audience,
+            resource=key.resource if key.resource is not None else creds.resource,
+        )
+        canonical = SlotKey(
+            key.tenant, request.audience, request.resource, frozenset(request.scopes)
+        )
+        slot = self.by_key.get(canonical)
+        new = slot is None
+        if slot is None:
+            slot = Slot(key=canonical, creds=creds, request=request)
+            self._alias(canonical, slot)
+            self.per_tenant.setdefault(key.tenant, []).append(slot)
+        if key not in slot.aliases:  # the caller's spelling, defaults left out
+            self._alias(key, slot)
+        if key.audience is None and key.resource is None and key.scopes is None:
+            self.defaults[key.tenant] = slot
+        return slot, new
+
+    def _alias(self, key: SlotKey, slot: Slot) -> None:
+        self.by_key[key] = slot
+        slot.aliases.append(key)
+
+    def remove(self, slot: Slot) -> bool:
+        """Take a slot out under every spelling; True when its tenant has no slot left."""
+        tenant = slot.key.tenant
+        for alias in slot.aliases:
+            if self.by_key.get(alias) is slot:
+                del self.by_key[alias]
+        if self.defaults.get(tenant) is slot:
+            del self.defaults[tenant]
+        siblings = self.per_tenant.get(tenant, [])
+        if slot in siblings:
+            siblings.remove(slot)
+        if siblings:
+            return False
+        self.per_tenant.pop(tenant, None)
+        return True
+
+    def of_tenant(self, tenant: str) -> list[Slot]:
+        """A tenant's slots (a copy)."""
+        return list(self.per_tenant.get(tenant, ()))
+
+    def unique(self) -> list[Slot]:
+        """Every slot once."""
+        return [slot for slots in self.per_tenant.values() for slot in slots]
+
+    def clear(self) -> None:
+        """Forget every slot."""
+        self.by_key.clear()
+        self.defaults.clear()
+        self.per_tenant.clear()
