@@ -16,6 +16,7 @@ COLORS = {
     "hand-rolled": "tab:green",
     "authlib": "tab:orange",
     "httpx-auth": "tab:purple",
+    "tokenflight-auth": "tab:cyan",
 }
 
 
@@ -100,11 +101,46 @@ def _memory(rows: list[dict[str, Any]], path: Path) -> bool:
     ax.set_ylabel("MiB over the process's start")
     ax.set_title("Client memory against tenant count")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    if drawn:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return drawn
+
+
+def _calls(rows: list[dict[str, Any]], path: Path) -> bool:
+    """B8: calls/s (top) and p99 latency (bottom) per stack, one bar per contender and case."""
+    import scenario_calls
+
+    figs = scenario_calls.figures(rows)
+    stacks = [s for s in scenario_calls.STACKS if any(k[0] == s for k in figs)]
+    cases = sorted({(k[1], k[2]) for k in figs})
+    if not stacks:
+        return False
+    names = scenario_calls.CONTENDERS
+    fig, axes = plt.subplots(2, len(stacks), figsize=(4.2 * len(stacks), 7), squeeze=False)
+    width = 0.8 / len(names)
+    for col, stack in enumerate(stacks):
+        for row, (field, label) in enumerate((("calls_per_s", "calls/s"), ("p99_ms", "p99 ms"))):
+            ax = axes[row][col]
+            for i, name in enumerate(names):
+                xs = [c + (i - (len(names) - 1) / 2) * width for c in range(len(cases))]
+                ys = [figs.get((stack, *case, name), {}).get(field, 0.0) for case in cases]
+                ax.bar(xs, ys, width, color=COLORS.get(name), label=name)
+            ax.set_xticks(range(len(cases)))
+            ax.set_xticklabels([f"{w:,} w\n{life:g} s" for w, life in cases], fontsize=8)
+            ax.set_ylabel(label)
+            if field == "p99_ms":
+                ax.set_yscale("log")
+            ax.set_title(f"{stack}: {label}", fontsize=10)
+            ax.grid(True, axis="y", which="both", alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle("B8: authorized calls at scale (workers, token lifetime); no bar: no figure")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
 
 
 def draw(rows: list[dict[str, Any]], out: Path) -> dict[str, Path]:
@@ -117,4 +153,6 @@ def draw(rows: list[dict[str, Any]], out: Path) -> dict[str, Path]:
         _token_times(b3, paths["b3_token_requests"])
     if _memory(rows, out / "memory.png"):
         paths["memory"] = out / "memory.png"
+    if _calls(rows, out / "b8_calls.png"):
+        paths["b8_calls"] = out / "b8_calls.png"
     return paths

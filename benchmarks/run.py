@@ -1,6 +1,7 @@
 """Run the tokenflight benchmarks against the libraries users would otherwise pick.
 
     .venv/bin/python benchmarks/run.py [--quick | --full] [--only B1,B3] [--rounds N]
+    .venv/bin/python benchmarks/run.py --only B8 --quick     # authorized calls at scale only
     tokenflight bench -- --quick
 
 The bundled identity provider runs in its own process (pinned to another core where the
@@ -26,6 +27,7 @@ sys.path.insert(0, str(HERE))
 
 import children  # noqa: E402
 import report  # noqa: E402
+import scenario_calls  # noqa: E402
 from contenders import CONTENDERS  # noqa: E402
 from idp_process import Admin, IdPProcess  # noqa: E402
 from scenario_expiry import b3  # noqa: E402
@@ -51,6 +53,7 @@ QUICK: dict[str, Any] = {
     "b5_idle": 0.5,
     "b7_callers": 100,
     "b7_limit": 0.8,
+    **scenario_calls.QUICK,
 }
 FULL: dict[str, Any] = {
     **QUICK,
@@ -66,9 +69,10 @@ FULL: dict[str, Any] = {
     "b5_tenants": 100_000,
     "b5_idle": 5.0,
     "b7_limit": 10.0,
+    **scenario_calls.FULL,
 }
 IN_PROCESS = {"B1": b1, "B2": b2, "B3": b3, "B6": b6, "B7": b7}
-ORDER = ("B1", "B2", "B3", "B4", "B5", "B6", "B7")
+ORDER = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8")
 
 
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -76,7 +80,19 @@ CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os
 
 def machine() -> dict[str, Any]:
     cores = CORES  # read before the client pins itself to one core
-    libs = ("tokenflight", "httpx", "httpcore", "anyio", "authlib", "httpx-auth", "h11")
+    libs = (
+        "tokenflight",
+        "httpx",
+        "httpcore",
+        "httpx2",
+        "httpcore2",
+        "aiohttp",
+        "httpx-aiohttp",
+        "anyio",
+        "authlib",
+        "httpx-auth",
+        "h11",
+    )
     return {
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
@@ -171,6 +187,8 @@ async def main_async(cfg: dict[str, Any], only: set[str]) -> list[dict[str, Any]
                 await run_b4(env, cfg, rows)
             elif name == "B5":
                 await run_b5(cfg, rows)
+            elif name == "B8":
+                await scenario_calls.run(env, cfg, rows)
             else:
                 await run_in_process(env, name, cfg, rows)
     finally:
@@ -182,15 +200,17 @@ async def main_async(cfg: dict[str, Any], only: set[str]) -> list[dict[str, Any]
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="under a minute (default)")
-    mode.add_argument("--full", action="store_true", help="under ten minutes on two cores")
+    mode.add_argument(
+        "--quick", action="store_true", help="about 3-4 minutes, B8 about 2 (default)"
+    )
+    mode.add_argument("--full", action="store_true", help="longer windows and more rounds")
     parser.add_argument("--only", default=",".join(ORDER), help="scenarios, e.g. B1,B3")
     parser.add_argument("--rounds", type=int, help="override the number of rounds")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
     cfg = dict(FULL if args.full else QUICK)
     if args.rounds:
-        cfg["rounds"] = cfg["b3_rounds"] = args.rounds
+        cfg["rounds"] = cfg["b3_rounds"] = cfg["b8_rounds"] = args.rounds
     only = {s.strip().upper() for s in args.only.split(",")}
     started = time.perf_counter()
     rows = asyncio.run(main_async(cfg, only))

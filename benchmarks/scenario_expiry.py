@@ -1,7 +1,12 @@
-"""B3: expiry under load. Workers call the protected resource while short tokens expire."""
+"""B3: expiry under load. Workers call the protected resource while short tokens expire.
+
+Each contender runs twice: gated (at most RESOURCE_SLOTS resource requests in flight, the
+benchmark's own bound) and ungated (no bound from the benchmark: only what the library does).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections import Counter
@@ -24,12 +29,19 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def _run(
-    env: Env, cls: type[Contender], rnd: int, lifetime: float, duration: float, cfg: dict[str, Any]
+    env: Env,
+    cls: type[Contender],
+    rnd: int,
+    lifetime: float,
+    duration: float,
+    cfg: dict[str, Any],
+    *,
+    gated: bool = True,
 ) -> dict[str, Any]:
-    label = "short" if lifetime < 60 else "long"
+    label = ("short" if lifetime < 60 else "long") + ("" if gated else "-ungated")
     tenants = tenant_ids(f"b3{label}", rnd, cls.name, cfg["b3_tenants"])
     contender = await open_contender(env, cls, tenants, lifetime=lifetime)
-    slots = anyio.Semaphore(RESOURCE_SLOTS)
+    slots: Any = anyio.Semaphore(RESOURCE_SLOTS) if gated else contextlib.nullcontext()
     latencies: list[float] = []
     statuses: Counter[str] = Counter()
     t0 = await env.admin.reset()
@@ -58,6 +70,7 @@ async def _run(
     await contender.aclose()
     step = max(1, len(latencies) // SAMPLES)
     return {
+        "gated": gated,
         "lifetime": lifetime,
         "duration": wall,
         "tenants": len(tenants),
@@ -78,7 +91,12 @@ async def _run(
 
 
 async def b3(env: Env, cls: type[Contender], rnd: int, cfg: dict[str, Any]) -> dict[str, Any]:
-    """The same load with 2-second tokens, then with 3600-second tokens."""
-    short = await _run(env, cls, rnd, cfg["b3_lifetime"], cfg["b3_duration"], cfg)
-    long = await _run(env, cls, rnd, 3600.0, cfg["b3_long_duration"], cfg)
-    return {"short": short, "long": long}
+    """The same load with 2-second tokens, then with 3600-second tokens; gated, then not."""
+    out: dict[str, Any] = {}
+    for gated, prefix in ((True, ""), (False, "ungated_")):
+        for run, lifetime, duration in (
+            ("short", cfg["b3_lifetime"], cfg["b3_duration"]),
+            ("long", 3600.0, cfg["b3_long_duration"]),
+        ):
+            out[prefix + run] = await _run(env, cls, rnd, lifetime, duration, cfg, gated=gated)
+    return out
