@@ -97,7 +97,7 @@ class Tokenflight(Contender):
     name = "tokenflight"
 
     async def start(self) -> None:
-        self.manager = TokenManager()
+        self.manager = TokenManager(http="httpx")  # the stack every contender here runs on
         self._cm = self.manager.__aenter__()
         await self._cm
         self._auths: dict[str, httpx.Auth] = {}
@@ -174,9 +174,7 @@ class Authlib(Contender):
     default_margin = 60.0
 
     async def start(self) -> None:
-        from authlib.integrations.httpx_client import AsyncOAuth2Client
-
-        self._cls = AsyncOAuth2Client
+        self._cls = _authlib_on_httpx()
         self._clients: dict[str, Any] = {}
 
     async def aclose(self) -> None:
@@ -228,6 +226,30 @@ class Authlib(Contender):
         await client.fetch_token()
         await client.get("http://mock.invalid/warm-up")
         return client  # type: ignore[no-any-return]
+
+
+def _authlib_on_httpx() -> Any:
+    """Authlib's `AsyncOAuth2Client` on httpx, like every other contender here.
+
+    Authlib 1.9 runs on httpx2 whenever it can import it; B1-B7 run all contenders on httpx
+    (httpx-auth supports nothing else), so hide httpx2 while Authlib's client is imported.
+    """
+    import sys
+    import warnings
+
+    saved = sys.modules.get("httpx2")
+    sys.modules["httpx2"] = None  # type: ignore[assignment]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # its deprecation notice for httpx
+            from authlib.integrations.httpx_client import AsyncOAuth2Client
+    finally:
+        if saved is not None:
+            sys.modules["httpx2"] = saved
+        else:
+            del sys.modules["httpx2"]
+    assert issubclass(AsyncOAuth2Client, httpx.AsyncClient), "Authlib is not on httpx here"
+    return AsyncOAuth2Client
 
 
 class HttpxAuth(Contender):

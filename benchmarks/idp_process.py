@@ -117,6 +117,10 @@ class Admin:
     async def fault(self, count: int = 1, **fault: Any) -> None:
         await self._call("POST", "/_admin/fault", json={**fault, "count": count})
 
+    async def resource_latency(self, seconds: float) -> None:
+        """Make the protected resource answer after `seconds` (a remote API's latency)."""
+        await self._call("POST", "/_admin/resource", json={"latency": seconds})
+
     async def add_clients(self, ids: list[str], *, lifetime: float | None = None) -> None:
         for start in range(0, len(ids), CLIENT_BATCH):
             batch = [

@@ -104,3 +104,16 @@ def test_cli_idp_admin_flag():
     """`tokenflight idp --admin` turns the control endpoints on; they are off by default."""
     assert _parser().parse_args(["idp", "--admin"]).admin is True
     assert _parser().parse_args(["idp"]).admin is False
+
+
+async def test_resource_latency_is_set_by_admin_and_checked(idp, http):
+    """POST /_admin/resource sets the resource's latency; a negative one is a 400."""
+    response = await http.post(idp.url + "/_admin/resource", json={"latency": 0.01})
+    assert response.status_code == 200
+    assert idp.resource_latency == 0.01
+    token = (await http.post(idp.token_url, data=GRANT, auth=("acme", "s3cret"))).json()
+    headers = {"Authorization": f"Bearer {token['access_token']}"}
+    assert (await http.get(idp.resource_url, headers=headers)).status_code == 200
+    bad = await http.post(idp.url + "/_admin/resource", json={"latency": -1})
+    assert bad.status_code == 400
+    assert idp.resource_latency == 0.01

@@ -73,7 +73,8 @@ class IdentityProvider(AsyncContextManagerMixin):
             another process, such as the benchmarks'): ``GET /_admin/stats`` (counters as
             JSON; ``?records=1`` adds ``[time, status]`` of each token request),
             ``POST /_admin/reset`` (zero the counters, clear the faults),
-            ``POST /_admin/fault`` (a `Fault` as JSON plus ``count``) and
+            ``POST /_admin/fault`` (a `Fault` as JSON plus ``count``),
+            ``POST /_admin/resource`` (``{"latency": seconds}`` of the protected resource) and
             ``POST /_admin/clients`` (``{"clients": [{"client_id", "secret",
             "token_lifetime"?}]}``). Unauthenticated: loopback and tests only.
     """
@@ -100,6 +101,8 @@ class IdentityProvider(AsyncContextManagerMixin):
         self.profile: Profile = PROFILES[profile]
         self.token_lifetime = token_lifetime
         self.latency = latency
+        #: Seconds the protected resource takes to answer (a remote API's latency).
+        self.resource_latency = 0.0
         #: Answer a token request with the client's current unexpired token when it has one.
         self.reuse_tokens = False
         #: Issue signed JWT access tokens and leave out ``expires_in`` (clients read ``exp``).
@@ -265,6 +268,8 @@ class IdentityProvider(AsyncContextManagerMixin):
                 return json_response(405, {"error": "method_not_allowed"}, [("Allow", "POST")])
             return await self._token_endpoint(request)
         if path == "/api" or path.startswith("/api/"):
+            if self.resource_latency > 0:
+                await anyio.sleep(self.resource_latency)
             return self._resource(request)
         if path in METADATA_PATHS:
             self.metadata_requests += 1
@@ -422,6 +427,12 @@ class IdentityProvider(AsyncContextManagerMixin):
                     count=count,
                 )
                 return json_response(200, {"queued": len(self._faults)})
+            if route == ("POST", "/_admin/resource"):
+                latency = float(body["latency"])
+                if not math.isfinite(latency) or latency < 0:
+                    raise ValueError(f"latency must be a finite number >= 0, got {latency}")
+                self.resource_latency = latency
+                return json_response(200, {"latency": latency})
             if route == ("POST", "/_admin/clients"):
                 for spec in body["clients"]:
                     self.add_client(
