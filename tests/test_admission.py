@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import AsyncIterator
 
 import anyio
@@ -11,8 +12,15 @@ import httpx2
 import pytest
 import trio.testing
 
-from tokenflight import Admission, ClientCredentials, ConfigurationError, TokenManager
+from tokenflight import (
+    Admission,
+    AdmissionStatistics,
+    ClientCredentials,
+    ConfigurationError,
+    TokenManager,
+)
 from tokenflight._admission import RequestTimes
+from tokenflight._climb import Climb
 from tokenflight.testing import IdentityProvider
 
 pytestmark = pytest.mark.anyio
@@ -82,27 +90,27 @@ async def test_admission_admits_in_arrival_order():
     """Waiters are admitted first come, first served, one place at a time."""
     gate = Admission(1)
     order: list[int] = []
-    await gate.acquire()
+    first = await gate.acquire()
 
     async def request(n: int) -> None:
-        await gate.acquire()
+        ticket = await gate.acquire()
         order.append(n)
-        gate.release()
+        gate.release(ticket)
 
     async with anyio.create_task_group() as tg:
         for n in range(10):
             tg.start_soon(request, n)
             await wait_for(lambda n=n: gate.statistics().waiting == n + 1)
         assert gate.statistics().admitted == 1
-        gate.release()
+        gate.release(first)
     assert order == list(range(10))
-    assert gate.statistics() == gate.statistics().__class__(limit=1, admitted=0, waiting=0)
+    assert gate.statistics() == AdmissionStatistics(limit=1, current_limit=1, admitted=0, waiting=0)
 
 
 async def test_token_is_read_only_once_admitted(tokens, idp, http_module):
     """A request waiting for admission has not read (or fetched) its token yet."""
     gate = Admission(1)
-    await gate.acquire()
+    ticket = await gate.acquire()
     async with (
         http_module.AsyncClient(auth=tokens.auth("acme", admission=gate)) as http,
         anyio.create_task_group() as tg,
@@ -111,7 +119,7 @@ async def test_token_is_read_only_once_admitted(tokens, idp, http_module):
         await wait_for(lambda: gate.statistics().waiting == 1)
         assert idp.token_requests == 0
         assert tokens.stats().total.misses == 0
-        gate.release()
+        gate.release(ticket)
     assert idp.token_requests == 1
     assert idp.resource_requests == 1
     assert gate.statistics().admitted == 0
@@ -312,3 +320,57 @@ def test_manager_refuses_an_unknown_stack(monkeypatch):
     monkeypatch.setenv("TOKENFLIGHT_HTTP", "urllib3")
     with pytest.raises(ConfigurationError, match="TOKENFLIGHT_HTTP"):
         TokenManager()
+
+
+# -- how many at once: slow start, then hill climbing ------------------------------------
+
+
+def simulate(rate_of, *, limit: int = 100, answers: int = 20_000) -> tuple[float, list[int]]:
+    """Feed a Climb answers arriving at `rate_of(current)` per second, with 5% noise.
+
+    Returns the mean answer rate over the run and the limits of its second half.
+    """
+    noise = random.Random(7)
+    climb, now, late = Climb(limit), 0.0, []
+    for n in range(answers):
+        now += 1.0 / (rate_of(climb.current) * noise.uniform(0.95, 1.05))
+        climb.observe(now, busy=True)
+        if n >= answers // 2:
+            late.append(climb.current)
+    return answers / now, late
+
+
+def test_climb_grows_to_the_pool_for_a_slow_remote_api():
+    """A 50 ms API: the rate grows with each request admitted, so the limit climbs high."""
+    mean, late = simulate(lambda n: n / 0.05)
+    assert min(late) >= 50
+    assert mean > 0.6 * 100 / 0.05
+
+
+def test_climb_keeps_few_requests_out_when_more_only_slow_the_client():
+    """A CPU-bound client whose rate falls past 4 at once settles near 4, not at the pool."""
+    mean, late = simulate(lambda n: 600 - 40 * abs(n - 4))
+    assert max(late) <= 10
+    assert mean > 0.8 * 600
+
+
+def test_climb_stays_on_a_plateau():
+    """A rate that is flat from 10 to 40 at once and falls after: the limit stays near it."""
+    mean, late = simulate(lambda n: 100 * min(n, 10) - 10 * max(0, n - 40))
+    assert 10 <= sorted(late)[len(late) // 2] <= 45
+    assert mean > 0.85 * 1000
+
+
+def test_climb_does_not_learn_from_an_idle_gate():
+    """With nobody waiting at the gate, the rate measures demand: the limit is left alone."""
+    climb = Climb(100)
+    for n in range(10_000):
+        assert not climb.observe(n * 0.01, busy=False)
+    assert climb.current == 4
+
+
+async def test_adaptive_admission_starts_small_and_a_fixed_one_at_its_limit():
+    """Admission(n) admits 4 at first and grows on evidence; adaptive=False admits n."""
+    assert Admission(100).statistics().current_limit == 4
+    assert Admission(3).statistics().current_limit == 3
+    assert Admission(100, adaptive=False).statistics().current_limit == 100

@@ -138,5 +138,8 @@ def test_demo_summary(capsys):
     assert re.search(r"^\s*401 responses\s+0$", out, re.MULTILINE)
     match = re.search(r"token requests \(IdP\)\s+(\d+) \(minimum possible (\d+)", out)
     assert match, out
-    assert int(match.group(1)) == int(match.group(2)) == 8
+    # One token per tenant per usable lifetime; a loaded machine may refresh some early
+    # (ahead of how long its requests take), never stampede.
+    assert int(match.group(2)) == 8
+    assert 8 <= int(match.group(1)) <= 12
     assert re.search(r"^\s*errors\s+0$", out, re.MULTILINE)

@@ -15,6 +15,7 @@ from typing import final
 
 import anyio
 
+from ._climb import Climb
 from ._errors import ConfigurationError
 
 __all__ = ["Admission", "AdmissionStatistics", "RequestTimes"]
@@ -22,9 +23,17 @@ __all__ = ["Admission", "AdmissionStatistics", "RequestTimes"]
 
 @dataclass(frozen=True, slots=True)
 class AdmissionStatistics:
-    """A snapshot of an `Admission`: its bound, requests admitted and waiting."""
+    """A snapshot of an `Admission`.
+
+    Attributes:
+        limit: The most requests it ever admits at once (the pool's size).
+        current_limit: How many it admits now (adapted, at most `limit`).
+        admitted: Requests admitted and not yet answered.
+        waiting: Requests waiting for their turn.
+    """
 
     limit: int
+    current_limit: int
     admitted: int
     waiting: int
 
@@ -46,45 +55,68 @@ class Admission:
 
     `TokenManager.client()` makes a client whose pool and admission already match.
 
+    While requests wait at the gate, it admits as many at once as get the most answers
+    per second, up to `limit` (slow start, then hill climbing; see `current_limit` in
+    `statistics()`): a slow remote API gets up to `limit` requests at once, a client whose
+    own CPU is the bottleneck keeps fewer out and pays less for its connection pool.
+
     Args:
-        limit: Requests admitted at once; the pool's `max_connections`.
+        limit: The most requests admitted at once: the pool's `max_connections`.
+        adaptive: Find the best number within `limit` (default); False admits `limit`.
 
     Raises:
         ConfigurationError: `limit` is not a positive integer.
     """
 
-    __slots__ = ("_limit", "_semaphore")
+    __slots__ = ("_climb", "_limit", "_limiter")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, *, adaptive: bool = True) -> None:
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
             raise ConfigurationError(f"an Admission limit must be an integer >= 1, not {limit!r}")
         self._limit = limit
-        # anyio's semaphore wakes waiters in arrival order; fast_acquire skips the
-        # checkpoint when a place is free (the common case on a healthy pool).
-        self._semaphore = anyio.Semaphore(limit, fast_acquire=True)
+        self._climb = Climb(limit) if adaptive else None
+        # anyio's limiter admits in arrival order, and its size can change while in use.
+        self._limiter = anyio.CapacityLimiter(self._climb.current if self._climb else limit)
 
     def __repr__(self) -> str:
         stats = self.statistics()
-        return f"<Admission limit={self._limit} admitted={stats.admitted} waiting={stats.waiting}>"
+        return (
+            f"<Admission limit={self._limit} current={stats.current_limit} "
+            f"admitted={stats.admitted} waiting={stats.waiting}>"
+        )
 
     @property
     def limit(self) -> int:
-        """Requests admitted at once."""
+        """The most requests admitted at once."""
         return self._limit
 
-    async def acquire(self) -> None:
-        """Wait for a place (first come, first served)."""
-        await self._semaphore.acquire()
+    async def acquire(self) -> object:
+        """Wait for a place (first come, first served); returns the ticket to release."""
+        ticket = object()
+        try:
+            self._limiter.acquire_on_behalf_of_nowait(ticket)  # no checkpoint when free
+        except anyio.WouldBlock:
+            await self._limiter.acquire_on_behalf_of(ticket)
+        return ticket
 
-    def release(self) -> None:
-        """Give the place back."""
-        self._semaphore.release()
+    def release(self, ticket: object, answered_at: float | None = None) -> None:
+        """Give the place back; `answered_at`: the loop time its response arrived, if it did."""
+        limiter = self._limiter
+        limiter.release_on_behalf_of(ticket)
+        climb = self._climb
+        if climb is None or answered_at is None:
+            return
+        if climb.observe(answered_at, busy=limiter.statistics().tasks_waiting > 0):
+            limiter.total_tokens = climb.current
 
     def statistics(self) -> AdmissionStatistics:
-        """How many requests are admitted and how many wait."""
-        waiting = self._semaphore.statistics().tasks_waiting
+        """The bounds, and how many requests are admitted and waiting."""
+        stats = self._limiter.statistics()
         return AdmissionStatistics(
-            limit=self._limit, admitted=self._limit - self._semaphore.value, waiting=waiting
+            limit=self._limit,
+            current_limit=int(stats.total_tokens),
+            admitted=stats.borrowed_tokens,
+            waiting=stats.tasks_waiting,
         )
 
 

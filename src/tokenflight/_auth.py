@@ -96,21 +96,23 @@ class TokenAuth(_AuthBase):
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
         admission = self._admission
         clock = self._manager._clock
-        token, dpop = await self._admit(request)
+        ticket, token, dpop = await self._admit(request)
+        answered = None
         try:
             sent = clock()
             response = yield request
-            self._times.observe(clock() - sent)
+            answered = clock()
+            self._times.observe(answered - sent)
         finally:
-            admission.release()
+            admission.release(ticket, answered)
         if dpop is not None and _wants_dpop_nonce(response, dpop, request):
             await response.aread()
-            await admission.acquire()
+            ticket = await admission.acquire()
             try:
                 self._authorize(request, token)  # a new proof carrying the server's nonce
                 response = yield request
             finally:
-                admission.release()
+                admission.release(ticket)
         if not _is_invalid_token(response) or not _is_replayable(request):
             return
         self._manager.invalidate(
@@ -121,19 +123,19 @@ class TokenAuth(_AuthBase):
             token=token,
         )
         await response.aread()  # release the connection before waiting for a place again
-        token, _ = await self._admit(request, rejected=token)
+        ticket, token, _ = await self._admit(request, rejected=token)
         if token is None:
             return  # the provider handed back the token just rejected: the 401 stands
         try:
             yield request
         finally:
-            admission.release()
+            admission.release(ticket)
 
     async def _admit(
         self, request: httpx.Request, rejected: Token | None = None
-    ) -> tuple[Any, DPoPProver | None]:
+    ) -> tuple[object, Any, DPoPProver | None]:
         """Wait for a place, then read and set the token (None if it is the rejected one)."""
-        await self._admission.acquire()
+        ticket = await self._admission.acquire()
         try:
             token = await self._manager.get_token(
                 self._tenant,
@@ -143,11 +145,11 @@ class TokenAuth(_AuthBase):
                 min_ttl=self._times.margin,
             )
             if rejected is not None and token.access_token == rejected.access_token:
-                self._admission.release()
-                return None, None
-            return token, self._authorize(request, token)
+                self._admission.release(ticket)
+                return ticket, None, None
+            return ticket, token, self._authorize(request, token)
         except BaseException:
-            self._admission.release()
+            self._admission.release(ticket)
             raise
 
     def _authorize(self, request: httpx.Request, token: Token) -> DPoPProver | None:

@@ -47,10 +47,11 @@ HTTP_STACKS: tuple[str, ...] = get_args(HttpStack)
 #: The pool of the manager's own client for token requests.
 DEFAULT_LIMITS = httpx.Limits(max_connections=20, max_keepalive_connections=20)
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
-#: What `client()` makes: every connection kept alive, and as many requests admitted.
-DEFAULT_CLIENT_LIMITS = httpx.Limits(max_connections=20, max_keepalive_connections=20)
-#: The gate shared by `auth()` objects given none: httpx's default keep-alive pool (its
-#: `max_keepalive_connections`), so that admitted requests never churn connections.
+#: What `client()` makes: httpx's default pool size, every connection kept alive; its
+#: admission finds how many of them to use (connections are opened on demand).
+DEFAULT_CLIENT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+#: The gate shared by `auth()` objects given none: a default httpx pool keeps 20
+#: connections alive, so admitting at most 20 never opens and closes connections.
 DEFAULT_ADMISSION = 20
 
 #: Picks the stack of `http="auto"` (for example in CI, to run the suite on each stack).

@@ -322,16 +322,17 @@ class TokenManager(anyio.AsyncContextManagerMixin):
     ) -> Any:
         """A new `AsyncClient` that sends this tenant's token, its pool and admission matched.
 
-        The fast, correct way to make many concurrent authorized calls: requests beyond the
-        pool's size wait in a first-in first-out queue *before* reading their token, so
-        tokens never age in the pool and the pool never queues. Close it when done
+        The fast, correct way to make many concurrent authorized calls: requests wait in a
+        first-in first-out queue *before* reading their token, at most the pool's size
+        admitted at once, so tokens never age in the pool and the pool never queues. Close it when done
         (`async with tokens.client("acme") as http:`).
 
         Args:
             stack: `"auto"` (httpx2 where installed, else httpx), `"httpx"`, `"httpx2"`,
                 or `"aiohttp"` (httpx2 over aiohttp's transport, asyncio only).
-            limits: The pool (default: 20 connections, all kept alive). Admission follows
-                `max_connections` unless `admission` is given.
+            limits: The pool (default: 100 connections, all kept alive, opened on
+                demand). Admission is bounded by `max_connections` unless `admission` is
+                given, and finds how many of them to use.
             admission: A gate shared with other clients or `auth()` objects.
             client_kwargs: Anything else for the client (`base_url`, `timeout`, `headers`…).
 

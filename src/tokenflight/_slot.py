@@ -122,7 +122,8 @@ class Slot:
         """Adopt a fetched token and plan its refresh; returns the token to hand out.
 
         `margin` is how long authorized requests need a token to stay valid: refresh
-        ahead of the point where they stop taking it, so that none of them waits.
+        ahead of the point where they stop taking it (by as long as this fetch took), so
+        that none of them waits.
         """
         old = self.token
         self.failure = None
@@ -140,7 +141,8 @@ class Slot:
         self.usable_until = token.expires_at - policy.leeway_for(token.expires_in)
         fraction = random.uniform(policy.fraction - policy.jitter, policy.fraction)
         refresh_at = token.obtained_at + token.expires_in * fraction
-        ahead = max(self.usable_until - 2 * margin, token.obtained_at + token.expires_in / 2)
+        took = max(0.0, now - token.obtained_at)  # this fetch's own time
+        ahead = max(self.usable_until - margin - took, token.obtained_at + token.expires_in / 2)
         self.refresh_at = min(refresh_at, ahead)
         return token
 

@@ -1,0 +1,99 @@
+"""How many requests to admit at once: the fewest that get the most answers per second.
+
+Below the pool's size, admitting more requests helps while the API's latency is what
+limits the rate (a remote API), and hurts once this process's CPU is the limit: the
+requests then only wait, and httpcore 1.0's pool does work per connection on every
+request. `Climb` finds the point by measuring: TCP's slow start (double while the rate
+rises clearly), then hill climbing (as .NET's thread pool does): a step up or down per
+epoch of answers, turning back when the rate falls. Pure bookkeeping, no I/O: the gate
+feeds it the time of each answer.
+"""
+
+from __future__ import annotations
+
+from typing import final
+
+__all__ = ["Climb"]
+
+
+@final
+class Climb:
+    """A concurrency limit in `[low, limit]` that follows the best answer rate."""
+
+    __slots__ = (
+        "_best",
+        "_best_at",
+        "_direction",
+        "_done",
+        "_limit",
+        "_low",
+        "_rate",
+        "_slow_start",
+        "_started",
+        "current",
+    )
+
+    GAIN = 1.10  # slow start goes on while doubling raises the rate by this much
+    FALL = 0.90  # a rate below this share of the last one is a fall, not noise
+    EPOCH = 24  # answers per measurement when climbing (slow start: `current`, at least 8)
+
+    def __init__(self, limit: int, *, start: int = 4, low: int = 2) -> None:
+        self._limit = limit
+        self._low = min(low, limit)
+        #: How many requests to admit now. Connections are opened on demand: start small.
+        self.current = max(self._low, min(start, limit))
+        self._slow_start = True
+        self._direction = 1
+        self._rate = 0.0
+        self._best = 0.0  # the best rate since the last turn, and where it was
+        self._best_at = self.current
+        self._started: float | None = None
+        self._done = 0
+
+    def observe(self, now: float, *, busy: bool) -> bool:
+        """Count one answer at loop time `now`; True when `current` changed.
+
+        `busy` says whether requests wait at the gate: an epoch without waiting requests
+        measured the demand, not what the API can serve, and is not judged.
+        """
+        if self._started is None:
+            self._started = now
+            return False
+        self._done += 1
+        epoch = self.current if self._slow_start else max(self.EPOCH, self.current)
+        if self._done < max(8, epoch):
+            return False
+        elapsed = now - self._started
+        rate = self._done / elapsed if elapsed > 0 else 0.0
+        self._started, self._done = now, 0
+        if not busy or rate <= 0.0:
+            self._rate = 0.0
+            return False
+        return self._step(rate)
+
+    def _step(self, rate: float) -> bool:
+        before, last = self.current, self._rate
+        self._rate = rate
+        if self._slow_start:
+            if not last or rate >= last * self.GAIN:
+                self.current = min(self._limit, before * 2)
+                self._slow_start = self.current < self._limit
+                return self.current != before
+            self._slow_start = False  # doubling stopped paying: climb from half of it
+            self.current = max(self._low, before // 2)
+            self._rate = 0.0
+            return self.current != before
+        if rate > self._best:
+            self._best, self._best_at = rate, before
+        elif rate < self._best * self.FALL:
+            # Worse than the best since the last turn (gradually or at once): go back
+            # there and try the other way.
+            self._direction = -self._direction
+            start, self._best = self._best_at, 0.0
+            self.current = min(self._limit, max(self._low, start + self._direction))
+            return self.current != before
+        step = max(1, round(before / 5))
+        self.current = min(self._limit, max(self._low, before + self._direction * step))
+        if self.current in (self._low, self._limit):
+            self._direction = 1 if self.current == self._low else -1
+        return self.current != before
