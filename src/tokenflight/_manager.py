@@ -324,8 +324,8 @@ class TokenManager(anyio.AsyncContextManagerMixin):
 
         The fast, correct way to make many concurrent authorized calls: requests wait in a
         first-in first-out queue *before* reading their token, at most the pool's size
-        admitted at once, so tokens never age in the pool and the pool never queues. Close it when done
-        (`async with tokens.client("acme") as http:`).
+        admitted at once, so tokens never age in the pool and the pool never queues.
+        Close it when done (`async with tokens.client("acme") as http:`).
 
         Args:
             stack: `"auto"` (httpx2 where installed, else httpx), `"httpx"`, `"httpx2"`,
