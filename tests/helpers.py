@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
+from types import ModuleType
+from typing import Any
 
 import anyio
 import httpx
@@ -46,23 +48,30 @@ def closed_port_url() -> str:
     return f"http://127.0.0.1:{free_port()}/oauth/token"
 
 
-class CountingTransport(httpx.AsyncBaseTransport):
-    """A real transport that counts requests in flight (until the body is read) and the peak."""
+def counting_transport(http_module: ModuleType = httpx) -> Any:
+    """A real transport of `httpx` or `httpx2` that counts requests in flight (until the
+    body is read) and their peak, in `in_flight` and `peak`."""
 
-    def __init__(self) -> None:
-        self._inner = httpx.AsyncHTTPTransport()
-        self.in_flight = 0
-        self.peak = 0
+    class Counting(http_module.AsyncBaseTransport):  # type: ignore[name-defined,misc]
+        def __init__(self) -> None:
+            self._inner = http_module.AsyncHTTPTransport()
+            self.in_flight = 0
+            self.peak = 0
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self.in_flight += 1
-        self.peak = max(self.peak, self.in_flight)
-        try:
-            response = await self._inner.handle_async_request(request)
-            await response.aread()
-        finally:
-            self.in_flight -= 1
-        return response
+        async def handle_async_request(self, request: Any) -> Any:
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+            try:
+                response = await self._inner.handle_async_request(request)
+                await response.aread()
+            finally:
+                self.in_flight -= 1
+            return response
 
-    async def aclose(self) -> None:
-        await self._inner.aclose()
+        async def aclose(self) -> None:
+            await self._inner.aclose()
+
+    return Counting()
+
+
+CountingTransport = counting_transport

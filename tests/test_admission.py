@@ -12,6 +12,7 @@ import httpx2
 import pytest
 import trio.testing
 
+from helpers import counting_transport
 from tokenflight import (
     Admission,
     AdmissionStatistics,
@@ -43,31 +44,6 @@ async def tokens(idp) -> AsyncIterator[TokenManager]:
             ClientCredentials(token_url=idp.token_url, client_id="acme", client_secret=SECRET),
         )
         yield manager
-
-
-def counting_transport(http_module):
-    """A real transport of the test's stack that records the peak of requests in flight."""
-
-    class Counting(http_module.AsyncBaseTransport):
-        def __init__(self) -> None:
-            self.inner = http_module.AsyncHTTPTransport()
-            self.in_flight = 0
-            self.peak = 0
-
-        async def handle_async_request(self, request):
-            self.in_flight += 1
-            self.peak = max(self.peak, self.in_flight)
-            try:
-                response = await self.inner.handle_async_request(request)
-                await response.aread()
-            finally:
-                self.in_flight -= 1
-            return response
-
-        async def aclose(self) -> None:
-            await self.inner.aclose()
-
-    return Counting()
 
 
 async def wait_for(predicate) -> None:

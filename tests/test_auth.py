@@ -121,7 +121,7 @@ async def test_flow_retry_only_if_rejected_token_is_current(tokens, idp, http_mo
 
 async def test_500_concurrent_401s_cause_one_new_token(tokens, idp, http_module):
     """500 flows rejected concurrently for the same old token cause exactly one token request."""
-    auth = tokens.auth("acme", admission=Admission(1000))  # every flow holds a place
+    auth = tokens.auth("acme", admission=Admission(1000, adaptive=False))  # all hold a place
     flows = [auth.async_auth_flow(http_module.Request("GET", f"{URL}{n}")) for n in range(500)]
     sent = [await flow.__anext__() for flow in flows]
     old = bearer(sent[0])
