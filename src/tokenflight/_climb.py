@@ -33,7 +33,7 @@ class Climb:
         "current",
     )
 
-    GAIN = 1.10  # slow start goes on while doubling raises the rate by this much
+    GAIN = 1.30  # slow start goes on while doubling raises the rate by this much
     FALL = 0.90  # a rate below this share of the last one is a fall, not noise
     EPOCH = 24  # answers per measurement when climbing (slow start: `current`, at least 8)
 
