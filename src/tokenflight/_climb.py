@@ -30,6 +30,7 @@ class Climb:
         "_rate",
         "_slow_start",
         "_started",
+        "_warm",
         "current",
     )
 
@@ -48,6 +49,7 @@ class Climb:
         self._best = 0.0  # the best rate since the last turn, and where it was
         self._best_at = self.current
         self._started: float | None = None
+        self._warm = False
         self._done = 0
 
     def observe(self, now: float, *, busy: bool) -> bool:
@@ -57,7 +59,8 @@ class Climb:
         measured the demand, not what the API can serve, and is not judged.
         """
         if self._started is None:
-            self._started = now
+            self._started = now  # the first answer starts the first epoch (a warm-up)
+            self._warm = True
             return False
         self._done += 1
         epoch = self.current if self._slow_start else max(self.EPOCH, self.current)
@@ -66,6 +69,9 @@ class Climb:
         elapsed = now - self._started
         rate = self._done / elapsed if elapsed > 0 else 0.0
         self._started, self._done = now, 0
+        if self._warm:  # the first requests carry the start-up burst: judge nothing
+            self._warm = False
+            return False
         if not busy or rate <= 0.0:
             self._rate = 0.0
             return False
@@ -75,7 +81,9 @@ class Climb:
         before, last = self.current, self._rate
         self._rate = rate
         if self._slow_start:
-            if not last or rate >= last * self.GAIN:
+            if not last:
+                return False  # the first judged epoch is the baseline of the first doubling
+            if rate >= last * self.GAIN:
                 self.current = min(self._limit, before * 2)
                 self._slow_start = self.current < self._limit
                 return self.current != before
