@@ -98,7 +98,10 @@ async def test_background_refresh_under_load():
     assert end.misses == cold.misses  # nobody waited for a token request after the first
     assert end.refreshes >= 1
     assert end.hits > 500
-    assert idp.token_requests == 1 + end.refreshes
+    # Every token request was the first fetch or a refresh; one more refresh may still be
+    # on its way when the workers stop (a loaded loop measures slower requests and
+    # refreshes earlier).
+    assert 1 + end.refreshes <= idp.token_requests <= 2 + end.refreshes
 
 
 async def test_refresh_time_lies_in_the_jittered_window():
