@@ -310,7 +310,7 @@ def simulate(rate_of, *, limit: int = 100, answers: int = 20_000) -> tuple[float
     climb, now, late = Climb(limit), 0.0, []
     for n in range(answers):
         now += 1.0 / (rate_of(climb.current) * noise.uniform(0.95, 1.05))
-        climb.observe(now, busy=True)
+        climb.observe(now, lambda: True)
         if n >= answers // 2:
             late.append(climb.current)
     return answers / now, late
@@ -341,7 +341,7 @@ def test_climb_does_not_learn_from_an_idle_gate():
     """With nobody waiting at the gate, the rate measures demand: the limit is left alone."""
     climb = Climb(100)
     for n in range(10_000):
-        assert not climb.observe(n * 0.01, busy=False)
+        assert not climb.observe(n * 0.01, lambda: False)
     assert climb.current == 4
 
 

@@ -106,8 +106,11 @@ class Admission:
         climb = self._climb
         if climb is None or answered_at is None:
             return
-        if climb.observe(answered_at, busy=limiter.statistics().tasks_waiting > 0):
+        if climb.observe(answered_at, self._is_busy):
             limiter.total_tokens = climb.current
+
+    def _is_busy(self) -> bool:
+        return self._limiter.statistics().tasks_waiting > 0
 
     def statistics(self) -> AdmissionStatistics:
         """The bounds, and how many requests are admitted and waiting."""

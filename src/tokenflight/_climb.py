@@ -11,6 +11,7 @@ feeds it the time of each answer.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import final
 
 __all__ = ["Climb"]
@@ -27,6 +28,7 @@ class Climb:
         "_done",
         "_limit",
         "_low",
+        "_need",
         "_rate",
         "_slow_start",
         "_started",
@@ -51,31 +53,42 @@ class Climb:
         self._started: float | None = None
         self._warm = False
         self._done = 0
+        self._need = 1  # answers that end this epoch (the first one starts the first)
 
-    def observe(self, now: float, *, busy: bool) -> bool:
+    def observe(self, now: float, busy: Callable[[], bool]) -> bool:
         """Count one answer at loop time `now`; True when `current` changed.
 
-        `busy` says whether requests wait at the gate: an epoch without waiting requests
-        measured the demand, not what the API can serve, and is not judged.
+        `busy()` says whether requests wait at the gate (asked at an epoch's end only): an
+        epoch without waiting requests measured the demand, not what the API can serve,
+        and is not judged.
         """
-        if self._started is None:
-            self._started = now  # the first answer starts the first epoch (a warm-up)
-            self._warm = True
-            return False
         self._done += 1
-        epoch = self.current if self._slow_start else max(self.EPOCH, self.current)
-        if self._done < max(8, epoch):
+        if self._done < self._need:  # the hot path: one answer more in this epoch
             return False
-        elapsed = now - self._started
-        rate = self._done / elapsed if elapsed > 0 else 0.0
+        return self._end_epoch(now, busy)
+
+    def _end_epoch(self, now: float, busy: Callable[[], bool]) -> bool:
+        started, done = self._started, self._done
         self._started, self._done = now, 0
+        if started is None:  # the first answer starts the first epoch, a warm-up
+            self._warm = True
+            self._plan()
+            return False
+        elapsed = now - started
+        rate = done / elapsed if elapsed > 0 else 0.0
+        changed = False
         if self._warm:  # the first requests carry the start-up burst: judge nothing
             self._warm = False
-            return False
-        if not busy or rate <= 0.0:
+        elif rate <= 0.0 or not busy():
             self._rate = 0.0
-            return False
-        return self._step(rate)
+        else:
+            changed = self._step(rate)
+        self._plan()
+        return changed
+
+    def _plan(self) -> None:
+        epoch = self.current if self._slow_start else max(self.EPOCH, self.current)
+        self._need = max(8, epoch)
 
     def _step(self, rate: float) -> bool:
         before, last = self.current, self._rate
