@@ -58,6 +58,10 @@ class Contender:
         """The contender's own cached-token call, one coroutine deep (like the baseline)."""
         return partial(self.get_token, tenant)
 
+    def flow_auth(self, tenant: str) -> httpx.Auth | None:
+        """The contender's own `httpx.Auth`, if it has one (to time its flow by hand)."""
+        return None
+
     async def call(self, tenant: str, url: str) -> httpx.Response:
         token = await self.get_token(tenant)
         return await self.http.get(url, headers={"Authorization": f"Bearer {token}"})
@@ -118,6 +122,9 @@ class Tokenflight(Contender):
 
     def hot_getter(self, tenant: str) -> Callable[[], Awaitable[object]]:
         return partial(self.manager.get_token, tenant)
+
+    def flow_auth(self, tenant: str) -> httpx.Auth | None:
+        return self._auths[tenant]
 
     async def call(self, tenant: str, url: str) -> httpx.Response:
         return await self.http.get(url, auth=self._auths[tenant])
