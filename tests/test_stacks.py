@@ -85,3 +85,19 @@ async def test_aiohttp_stack_under_trio_is_a_configuration_error():
             pass  # pragma: no cover
     with pytest.raises(ConfigurationError, match="asyncio only"):
         TokenManager().client("acme", stack="aiohttp")
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_auto_is_the_fastest_stack_the_loop_runs(monkeypatch, anyio_backend):
+    """Without $TOKENFLIGHT_HTTP, "auto" is aiohttp's transport on asyncio, httpx2 on trio."""
+    from httpx_aiohttp.httpx2 import AiohttpTransport
+
+    monkeypatch.delenv("TOKENFLIGHT_HTTP", raising=False)
+    tokens = TokenManager()  # made outside the loop's choice: decided on entry
+    async with tokens:
+        client = tokens._endpoint._client
+        assert isinstance(client, httpx2.AsyncClient)
+        on_aiohttp = isinstance(client._transport, AiohttpTransport)
+        assert on_aiohttp == (anyio_backend == "asyncio")
+        async with tokens.client("acme") as http:
+            assert isinstance(http._transport, AiohttpTransport) == on_aiohttp

@@ -78,15 +78,17 @@ AUTH_BASES: tuple[type[Any], ...] = _both("Auth")
 def resolve_stack(name: str, *, for_client: bool = False) -> str:
     """The concrete stack (`httpx`, `httpx2` or `aiohttp`) that `name` asks for.
 
-    `auto` is `$TOKENFLIGHT_HTTP` when set, else httpx2 where it is installed, else httpx.
+    `auto` is `$TOKENFLIGHT_HTTP` when set; else, the fastest installed stack that runs on
+    the current event loop: aiohttp's transport on asyncio (with `tokenflight[aiohttp]`),
+    then httpx2, then httpx. Outside an event loop, `auto` is left for later.
 
     Raises:
         ConfigurationError: An unknown name, or a stack that is not installed.
     """
     if name == "auto":
-        name = os.environ.get(STACK_ENV, "").strip().lower() or (
-            "httpx2" if httpx2 is not None else "httpx"
-        )
+        name = os.environ.get(STACK_ENV, "").strip().lower() or _fastest()
+        if name == "auto":
+            return name
     if name not in HTTP_STACKS or name == "auto":
         where = f"${STACK_ENV}" if not for_client else "stack"
         raise ConfigurationError(
@@ -98,6 +100,25 @@ def resolve_stack(name: str, *, for_client: bool = False) -> str:
     if name == "aiohttp":
         _aiohttp_transport_class()  # raises when the extra is missing
     return name
+
+
+def _fastest() -> str:
+    """The fastest stack installed for the running loop ("auto" outside a loop)."""
+    try:
+        library = sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        return "auto"
+    if library == "asyncio" and _has_aiohttp_transport():
+        return "aiohttp"
+    return "httpx2" if httpx2 is not None else "httpx"
+
+
+def _has_aiohttp_transport() -> bool:
+    try:
+        _aiohttp_transport_class()
+    except ConfigurationError:  # pragma: no cover  (CI installs the extra)
+        return False
+    return True
 
 
 def _aiohttp_transport_class() -> type[Any]:
@@ -127,6 +148,8 @@ def make_client(
         ConfigurationError: The aiohttp stack under trio.
     """
     kwargs.setdefault("follow_redirects", False)
+    if stack == "auto":  # made outside an event loop: the fastest that runs on any loop
+        stack = "httpx2" if httpx2 is not None else "httpx"
     if stack == "httpx":
         return httpx.AsyncClient(
             limits=_copy(httpx.Limits, limits), timeout=timeout, verify=verify, **kwargs

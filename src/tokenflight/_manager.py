@@ -74,9 +74,10 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         retry: How to retry token requests and how long to remember failures.
         http_client: Your own `httpx.AsyncClient` or `httpx2.AsyncClient` for token
             requests (not closed by us; it should not follow redirects).
-        http: The HTTP stack of the client we create: `"auto"` (httpx2 where installed,
-            else httpx; `$TOKENFLIGHT_HTTP` overrides), `"httpx"`, `"httpx2"`, or
-            `"aiohttp"` (httpx2 over aiohttp's transport; asyncio only).
+        http: The HTTP stack of the client we create: `"auto"` (on asyncio, aiohttp's
+            transport where `tokenflight[aiohttp]` is installed; else httpx2 where
+            installed, else httpx; `$TOKENFLIGHT_HTTP` overrides), `"httpx"`, `"httpx2"`,
+            or `"aiohttp"` (httpx2 over aiohttp's transport; asyncio only).
         limits: Connection pool limits of the client we create.
         timeout: Timeouts of the client we create.
         max_concurrent_fetches: Token requests in flight at once, across all tenants.
@@ -104,7 +105,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         self._refresh = refresh or RefreshPolicy()
         self._retry = retry or RetryPolicy()
         self._http_client: Any = http_client
-        self._stack = resolve_stack(http)
+        self._stack = resolve_stack(http)  # checked now; "auto" may wait for the loop
         # Shared by every auth() given no admission of its own, and by every request.
         self._admission = Admission(DEFAULT_ADMISSION)
         self._request_times = RequestTimes()
@@ -133,6 +134,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         error: Exception | None = None
         async with AsyncExitStack() as stack:
             client = self._http_client
+            self._stack = resolve_stack(self._stack)
             if client is None:
                 client = make_client(self._stack, limits=self._limits, timeout=self._timeout)
                 await stack.enter_async_context(client)
@@ -328,8 +330,9 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         Close it when done (`async with tokens.client("acme") as http:`).
 
         Args:
-            stack: `"auto"` (httpx2 where installed, else httpx), `"httpx"`, `"httpx2"`,
-                or `"aiohttp"` (httpx2 over aiohttp's transport, asyncio only).
+            stack: `"auto"` (as `TokenManager(http=)`: on asyncio aiohttp's transport
+                where installed, else httpx2, else httpx), `"httpx"`, `"httpx2"`, or
+                `"aiohttp"` (httpx2 over aiohttp's transport, asyncio only).
             limits: The pool (default: 100 connections, all kept alive, opened on
                 demand). Admission is bounded by `max_connections` unless `admission` is
                 given, and finds how many of them to use.
