@@ -27,7 +27,8 @@ from ._errors import (
     TokenEndpointUnavailable,
     TokenError,
 )
-from ._http import TRANSPORT_ERRORS
+from ._http import DECODING_ERRORS, TRANSPORT_ERRORS
+from ._read import read_bounded
 
 __all__ = ["Discovery", "ServerMetadata", "metadata_urls"]
 
@@ -149,26 +150,34 @@ class Discovery:
 
     async def _get(self, url: str) -> dict[str, Any] | None:
         self.requests += 1
+        headers = {"Accept": "application/json", "Accept-Encoding": "gzip, deflate"}
         try:
-            response = await self._client.get(url, headers={"Accept": "application/json"})
+            async with self._client.stream(
+                "GET", url, headers=headers, follow_redirects=False
+            ) as response:
+                status = response.status_code
+                if status in (404, 410):
+                    return None
+                if status == 429 or status >= 500:
+                    raise TokenEndpointUnavailable(
+                        f"metadata {url} answered HTTP {status}", endpoint=url, status_code=status
+                    )
+                if status != 200:
+                    raise MalformedTokenResponse(
+                        f"metadata {url} answered HTTP {status}", status_code=status
+                    )
+                body = await read_bounded(
+                    response, limit=MAX_METADATA_BYTES, what=f"metadata {url}"
+                )
         except TRANSPORT_ERRORS as exc:
             raise TokenEndpointUnavailable(
                 f"could not fetch metadata {url}: {type(exc).__name__}", endpoint=url
             ) from exc
-        status = response.status_code
-        if status in (404, 410):
-            return None
-        if status == 429 or status >= 500:
-            raise TokenEndpointUnavailable(
-                f"metadata {url} answered HTTP {status}", endpoint=url, status_code=status
-            )
-        if status != 200 or len(response.content) > MAX_METADATA_BYTES:
-            raise MalformedTokenResponse(
-                f"metadata {url} answered HTTP {status}", status_code=status
-            )
+        except DECODING_ERRORS as exc:
+            raise MalformedTokenResponse(f"metadata {url} could not be decoded") from exc
         try:
-            document = json.loads(response.content)
-        except (ValueError, UnicodeDecodeError) as exc:
+            document = json.loads(body)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # deep nesting too
             raise MalformedTokenResponse(f"metadata {url} is not JSON", status_code=status) from exc
         if not isinstance(document, dict):
             raise MalformedTokenResponse(f"metadata {url} is not a JSON object", status_code=status)

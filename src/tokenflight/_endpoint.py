@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import anyio
@@ -27,6 +27,7 @@ from ._errors import (
     TokenRequestRefused,
 )
 from ._http import DECODING_ERRORS, TRANSPORT_ERRORS
+from ._read import read_bounded
 from ._token import (
     SUPPORTED_TOKEN_TYPES,
     Token,
@@ -60,7 +61,7 @@ def build_form(
 ) -> tuple[dict[str, str | list[str]], dict[str, str]]:
     """The form fields and headers of a token request (`method` overrides `auth_method`)."""
     form: dict[str, str | list[str]] = {"grant_type": "client_credentials"}
-    headers = {"Accept": "application/json"}
+    headers = {"Accept": "application/json", "Accept-Encoding": "gzip, deflate"}
     method = method or creds.auth_method or "client_secret_basic"
     apply_client_auth(creds, method, creds.token_url or "", form, headers)
     if request.scopes:
@@ -227,8 +228,14 @@ class TokenEndpoint:
         started = self._clock()
         logger.debug("token request to %s (attempt %d)", url, attempt)
         try:
-            async with client.stream("POST", url, data=form, headers=headers) as response:
-                body = await _read_capped(response, url)
+            # Redirects are refused whatever the client's own setting: they would carry the
+            # credentials to another address.
+            async with client.stream(
+                "POST", url, data=form, headers=headers, follow_redirects=False
+            ) as response:
+                body = await read_bounded(
+                    response, limit=MAX_BODY_BYTES, what=f"token endpoint {url}"
+                )
         except TRANSPORT_ERRORS as exc:
             raise _Retryable(
                 f"could not reach token endpoint {url}: {_describe(exc)}",
@@ -311,39 +318,3 @@ def _describe(exc: BaseException) -> str:
             break
         current = current.__cause__ or current.__context__
     return ": ".join(parts)
-
-
-async def _read_capped(response: httpx.Response, url: str) -> bytes:
-    """Read the body, refusing (without reading on) anything over MAX_BODY_BYTES."""
-    too_big = MalformedTokenResponse(
-        f"token endpoint {url} sent a response body over {MAX_BODY_BYTES} bytes",
-        status_code=response.status_code,
-    )
-    declared = response.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise too_big
-    chunks: list[bytes] = []
-    size = 0
-    body = response.aiter_bytes()
-    async for chunk in body:
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            await _abandon(response, body)
-            raise too_big
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def _abandon(response: httpx.Response, body: AsyncIterator[bytes]) -> None:
-    """Stop reading a body half-way without leaving httpx's nested generators suspended.
-
-    Closing the response closes the stream under the generators, so one more step makes
-    each of them finish (with an error or the end of the stream) instead of being
-    garbage collected mid-iteration, which trio reports as a ResourceWarning.
-    """
-    await response.aclose()
-    for _ in range(3):  # a well-behaved closed stream ends at once; never read on for long
-        try:
-            await body.__anext__()
-        except Exception:  # StopAsyncIteration, or the closed stream's own error
-            return

@@ -1,0 +1,124 @@
+"""One bounded reader for everything a remote party sends (token responses, discovery).
+
+The cap applies to *decoded* bytes as they are produced: the body is read raw and
+decoded here, one chunk at a time, each layer stopping at the cap, so a compressed bomb
+costs at most the cap in memory and a little CPU. Only identity, gzip and deflate are
+read, at most two layers deep (no server sends more for a small JSON document).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ._errors import MalformedTokenResponse
+
+__all__ = ["MAX_LAYERS", "read_bounded"]
+
+MAX_LAYERS = 2
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+class _Layer:
+    """One content-encoding layer, decoded with a bound on its output."""
+
+    __slots__ = ("_decoder", "_raw_deflate_tried", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._decoder = zlib.decompressobj(wbits=_WBITS[name])
+        self._raw_deflate_tried = False
+
+    def feed(self, data: bytes, limit: int) -> bytes | None:
+        """Decode `data`; None when the output would pass `limit` bytes."""
+        try:
+            out = self._decoder.decompress(data, limit + 1)
+        except zlib.error:
+            if self.name != "deflate" or self._raw_deflate_tried:
+                raise
+            # "deflate" is zlib-wrapped by the RFC, raw by some servers: try raw once.
+            self._raw_deflate_tried = True
+            self._decoder = zlib.decompressobj(wbits=-zlib.MAX_WBITS)
+            out = self._decoder.decompress(data, limit + 1)
+        if len(out) > limit or self._decoder.unconsumed_tail:
+            return None
+        return out
+
+
+def _layers(header: str, what: str) -> list[_Layer]:
+    names = [part.strip().lower() for part in header.split(",")]
+    names = [name for name in names if name and name != "identity"]
+    if len(names) > MAX_LAYERS:
+        raise MalformedTokenResponse(
+            f"{what} sent a body with {len(names)} content-encoding layers; "
+            f"tokenflight reads at most {MAX_LAYERS}"
+        )
+    for name in names:
+        if name not in _WBITS:
+            raise MalformedTokenResponse(
+                f"{what} sent a body in content-encoding {name[:40]!r}; tokenflight reads "
+                "identity, gzip and deflate"
+            )
+    return [_Layer(name) for name in reversed(names)]  # the last applied comes off first
+
+
+async def read_bounded(response: Any, *, limit: int, what: str) -> bytes:
+    """Read a streamed httpx or httpx2 response, at most `limit` decoded bytes.
+
+    Raises:
+        MalformedTokenResponse: The body is larger than `limit` once decoded, is in an
+            encoding tokenflight does not read, or does not decode.
+    """
+    status = response.status_code
+    too_big = MalformedTokenResponse(
+        f"{what} sent a response body over {limit} bytes", status_code=status
+    )
+    declared = response.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
+        raise too_big
+    if response.is_stream_consumed:  # an in-memory response (a mock transport): read already
+        content: bytes = response.content
+        if len(content) > limit:
+            raise too_big
+        return content
+    layers = _layers(response.headers.get("content-encoding", ""), what)
+    body = bytearray()
+    raw = response.aiter_raw()
+    try:
+        async for chunk in raw:
+            for layer in layers:
+                if not chunk:
+                    break
+                decoded = layer.feed(chunk, limit)
+                if decoded is None:
+                    raise too_big
+                chunk = decoded
+            body += chunk
+            if len(body) > limit:
+                raise too_big
+    except zlib.error as exc:
+        error = MalformedTokenResponse(
+            f"{what} sent a body that could not be decoded: {exc}", status_code=status
+        )
+    except MalformedTokenResponse as exc:
+        error = exc
+    else:
+        return bytes(body)
+    await _abandon(response, raw)
+    raise error from None
+
+
+async def _abandon(response: Any, body: AsyncIterator[bytes]) -> None:
+    """Stop reading a body half-way without leaving httpx's nested generators suspended.
+
+    Closing the response closes the stream under the generators, so one more step makes
+    each of them finish (with an error or the end of the stream) instead of being
+    garbage collected mid-iteration, which trio reports as a ResourceWarning.
+    """
+    await response.aclose()
+    for _ in range(3):  # a well-behaved closed stream ends at once; never read on for long
+        try:
+            await body.__anext__()
+        except Exception:  # StopAsyncIteration, or the closed stream's own error
+            return

@@ -1,0 +1,198 @@
+"""Hostile identity providers: compression bombs, odd encodings, redirects with secrets.
+
+Each attack comes from a tiny raw HTTP server on loopback that answers every request with
+the same bytes; the library must answer with a typed error, within a few MB of memory.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import tracemalloc
+import zlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import anyio
+import anyio.abc
+import httpx
+import pytest
+
+from tokenflight import ClientCredentials, ConfigurationError, MalformedTokenResponse, TokenManager
+
+pytestmark = pytest.mark.anyio
+
+SECRET = "hostile-secret-never-sent-away"
+
+
+def bomb(decoded_mb: int, layers: int = 1) -> bytes:
+    """`decoded_mb` MB of zeros, gzipped `layers` times (made in chunks, never whole)."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    chunk = bytes(1 << 20)
+    data = b"".join(compressor.compress(chunk) for _ in range(decoded_mb)) + compressor.flush()
+    for _ in range(layers - 1):
+        data = gzip.compress(data, 9)
+    return data
+
+
+def raw_response(body: bytes, *, status: str = "200 OK", headers: dict[str, str]) -> bytes:
+    head = [f"HTTP/1.1 {status}", f"Content-Length: {len(body)}", "Connection: close"]
+    head += [f"{name}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+@asynccontextmanager
+async def raw_server(answer: bytes) -> AsyncIterator[tuple[str, list[bytes]]]:
+    """A server on 127.0.0.1 that records each request and answers it with `answer`."""
+    received: list[bytes] = []
+
+    async def serve(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            data = b""
+            with anyio.move_on_after(5):
+                while b"\r\n\r\n" not in data:
+                    data += await stream.receive()
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                while len(body) < length:
+                    body += await stream.receive()
+                received.append(head + b"\r\n\r\n" + body)
+                await stream.send(answer)
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, serve)
+        yield f"http://127.0.0.1:{port}", received
+        tg.cancel_scope.cancel()
+
+
+async def peak_growth(action: Callable[[], object]) -> int:
+    """Bytes allocated at the peak of `await action()` beyond what was there before."""
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        await action()  # type: ignore[misc]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak - before
+
+
+def creds(url: str, *, discovered: bool = False) -> ClientCredentials:
+    """Credentials for the raw server: its token endpoint, or discovered from it as issuer."""
+    if discovered:
+        return ClientCredentials(
+            issuer=url, client_id="acme", client_secret=SECRET, allow_insecure_http=True
+        )
+    return ClientCredentials(token_url=url + "/oauth/token", client_id="acme", client_secret=SECRET)
+
+
+@pytest.mark.parametrize(
+    ("decoded_mb", "layers", "encoding"), [(100, 1, "gzip"), (400, 2, "gzip, gzip")]
+)
+async def test_token_endpoint_compression_bomb_is_refused_within_the_cap(
+    decoded_mb, layers, encoding
+):
+    """A gzip bomb (one or two layers) is a typed error, costing under 5 MB of memory."""
+    answer = raw_response(bomb(decoded_mb, layers), headers={"Content-Encoding": encoding})
+    async with raw_server(answer) as (url, _), TokenManager() as tokens:
+        tokens.register("acme", creds(url))
+        errors: list[BaseException] = []
+
+        async def fetch() -> None:
+            try:
+                await tokens.get_token("acme")
+            except MalformedTokenResponse as exc:
+                errors.append(exc)
+
+        growth = await peak_growth(fetch)
+    assert len(errors) == 1
+    assert "over 65536 bytes" in str(errors[0])
+    assert growth < 5 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("encoding", "message"),
+    [("gzip, gzip, gzip", "3 content-encoding layers"), ("br", "content-encoding 'br'")],
+)
+async def test_unread_encodings_are_typed_errors(encoding, message):
+    """Three layers, or an encoding tokenflight does not read, is MalformedTokenResponse."""
+    answer = raw_response(b"{}", headers={"Content-Encoding": encoding})
+    async with raw_server(answer) as (url, _), TokenManager() as tokens:
+        tokens.register("acme", creds(url))
+        with pytest.raises(MalformedTokenResponse, match=message):
+            await tokens.get_token("acme")
+
+
+async def test_gzip_and_deflate_token_responses_are_read():
+    """Honest compressed answers (gzip, and deflate raw or zlib-wrapped) give a token."""
+    token = json.dumps({"access_token": "t0k", "token_type": "Bearer", "expires_in": 60})
+    raw_deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    bodies = {
+        "gzip": gzip.compress(token.encode()),
+        "deflate": zlib.compress(token.encode()),
+        "Deflate": raw_deflate.compress(token.encode()) + raw_deflate.flush(),
+    }
+    for encoding, body in bodies.items():
+        answer = raw_response(body, headers={"Content-Encoding": encoding})
+        async with raw_server(answer) as (url, _), TokenManager() as tokens:
+            tokens.register("acme", creds(url))
+            assert (await tokens.get_token("acme")).access_token == "t0k"
+
+
+async def test_discovery_compression_bomb_is_refused_within_the_cap():
+    """A discovery document that inflates to 200 MB is a typed error, under 5 MB of memory."""
+    answer = raw_response(bomb(200), headers={"Content-Encoding": "gzip"})
+    async with raw_server(answer) as (url, _), TokenManager() as tokens:
+        tokens.register("acme", creds(url, discovered=True))
+        errors: list[BaseException] = []
+
+        async def fetch() -> None:
+            try:
+                await tokens.get_token("acme")
+            except MalformedTokenResponse as exc:
+                errors.append(exc)
+
+        growth = await peak_growth(fetch)
+    assert len(errors) == 1
+    assert "over 262144 bytes" in str(errors[0])
+    assert growth < 5 * 1024 * 1024
+
+
+async def test_deeply_nested_discovery_document_is_a_typed_error():
+    """A document nested 100,000 deep is MalformedTokenResponse, not a RecursionError."""
+    answer = raw_response(b"[" * 100_000 + b"]" * 100_000, headers={})
+    async with raw_server(answer) as (url, _), TokenManager() as tokens:
+        tokens.register("acme", creds(url, discovered=True))
+        with pytest.raises(MalformedTokenResponse):
+            await tokens.get_token("acme")
+
+
+async def test_redirect_is_refused_even_by_a_client_that_follows_them():
+    """With http_client=AsyncClient(follow_redirects=True), a 307 never carries the secret."""
+    async with raw_server(raw_response(b"", headers={})) as (target, received):
+        answer = raw_response(
+            b"", status="307 Temporary Redirect", headers={"Location": target + "/steal"}
+        )
+        async with (
+            raw_server(answer) as (url, _),
+            httpx.AsyncClient(follow_redirects=True) as http,
+            TokenManager(http_client=http) as tokens,
+        ):
+            tokens.register(
+                "acme",
+                ClientCredentials(
+                    token_url=url + "/oauth/token",
+                    client_id="acme",
+                    client_secret=SECRET,
+                    auth_method="client_secret_post",
+                ),
+            )
+            with pytest.raises(ConfigurationError, match="does not follow redirects"):
+                await tokens.get_token("acme")
+    assert received == []
