@@ -350,3 +350,11 @@ async def test_adaptive_admission_starts_small_and_a_fixed_one_at_its_limit():
     assert Admission(100).statistics().current_limit == 4
     assert Admission(3).statistics().current_limit == 3
     assert Admission(100, adaptive=False).statistics().current_limit == 100
+
+
+@pytest.mark.parametrize("min_ttl", [-1.0, float("nan")])
+async def test_min_ttl_must_be_a_non_negative_number(tokens, min_ttl):
+    """A negative or NaN min_ttl is a ConfigurationError, never an expired or refetched token."""
+    await tokens.get_token("acme")
+    with pytest.raises(ConfigurationError, match="min_ttl"):
+        await tokens.get_token("acme", min_ttl=min_ttl)

@@ -231,7 +231,10 @@ class TokenManager(anyio.AsyncContextManagerMixin):
 
         Raises:
             TokenError: A subclass saying why no token could be had.
+            ConfigurationError: `min_ttl` is negative or not a number.
         """
+        if min_ttl and not min_ttl >= 0.0:  # negative or NaN (0.0, the default, skips this)
+            raise ConfigurationError(f"min_ttl must be a number of seconds >= 0, not {min_ttl!r}")
         if audience is None and resource is None and scopes is None:
             slot = self._default_get(tenant)  # the common case: skip building a key
         else:
