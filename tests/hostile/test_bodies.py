@@ -83,6 +83,23 @@ async def peak_growth(action: Callable[[], object]) -> int:
     return peak - before
 
 
+async def refused_with_growth(credentials: ClientCredentials) -> tuple[Exception, int]:
+    """The MalformedTokenResponse of a first get_token, and the peak memory it grew by."""
+    errors: list[Exception] = []
+    async with TokenManager() as tokens:
+        tokens.register("acme", credentials)
+
+        async def fetch() -> None:
+            try:
+                await tokens.get_token("acme")
+            except MalformedTokenResponse as exc:
+                errors.append(exc)
+
+        growth = await peak_growth(fetch)
+    assert len(errors) == 1
+    return errors[0], growth
+
+
 def creds(url: str, *, discovered: bool = False) -> ClientCredentials:
     """Credentials for the raw server: its token endpoint, or discovered from it as issuer."""
     if discovered:
@@ -100,19 +117,9 @@ async def test_token_endpoint_compression_bomb_is_refused_within_the_cap(
 ):
     """A gzip bomb (one or two layers) is a typed error, costing under 5 MB of memory."""
     answer = raw_response(bomb(decoded_mb, layers), headers={"Content-Encoding": encoding})
-    async with raw_server(answer) as (url, _), TokenManager() as tokens:
-        tokens.register("acme", creds(url))
-        errors: list[BaseException] = []
-
-        async def fetch() -> None:
-            try:
-                await tokens.get_token("acme")
-            except MalformedTokenResponse as exc:
-                errors.append(exc)
-
-        growth = await peak_growth(fetch)
-    assert len(errors) == 1
-    assert "over 65536 bytes" in str(errors[0])
+    async with raw_server(answer) as (url, _):
+        error, growth = await refused_with_growth(creds(url))
+    assert "over 65536 bytes" in str(error)
     assert growth < 5 * 1024 * 1024
 
 
@@ -148,19 +155,9 @@ async def test_gzip_and_deflate_token_responses_are_read():
 async def test_discovery_compression_bomb_is_refused_within_the_cap():
     """A discovery document that inflates to 200 MB is a typed error, under 5 MB of memory."""
     answer = raw_response(bomb(200), headers={"Content-Encoding": "gzip"})
-    async with raw_server(answer) as (url, _), TokenManager() as tokens:
-        tokens.register("acme", creds(url, discovered=True))
-        errors: list[BaseException] = []
-
-        async def fetch() -> None:
-            try:
-                await tokens.get_token("acme")
-            except MalformedTokenResponse as exc:
-                errors.append(exc)
-
-        growth = await peak_growth(fetch)
-    assert len(errors) == 1
-    assert "over 262144 bytes" in str(errors[0])
+    async with raw_server(answer) as (url, _):
+        error, growth = await refused_with_growth(creds(url, discovered=True))
+    assert "over 262144 bytes" in str(error)
     assert growth < 5 * 1024 * 1024
 
 
