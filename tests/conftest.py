@@ -1,8 +1,12 @@
+from collections.abc import AsyncIterator
 from types import ModuleType
 
 import httpx
 import httpx2
 import pytest
+
+from tokenflight import ClientCredentials, TokenManager
+from tokenflight.testing import IdentityProvider
 
 # Every async test runs on each event loop and each HTTP stack (the manager's own token
 # requests, and the clients tests make through `http_module`); on asyncio also with the
@@ -29,6 +33,24 @@ def http_module(anyio_backend) -> ModuleType:
     import os
 
     return httpx if os.environ["TOKENFLIGHT_HTTP"] == "httpx" else httpx2
+
+
+@pytest.fixture
+async def idp() -> AsyncIterator[IdentityProvider]:
+    """The bundled IdP with client "acme" (a module may override it, keeping "acme")."""
+    async with IdentityProvider() as server:
+        server.add_client("acme", "acme-secret-never-shown")
+        yield server
+
+
+@pytest.fixture
+async def tokens(idp) -> AsyncIterator[TokenManager]:
+    """A running manager with tenant "acme" registered at `idp`, with the IdP's secret."""
+    async with TokenManager() as manager:
+        secret = idp.clients["acme"].secret
+        creds = ClientCredentials(token_url=idp.token_url, client_id="acme", client_secret=secret)
+        manager.register("acme", creds)
+        yield manager
 
 
 @pytest.fixture

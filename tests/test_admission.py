@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import AsyncIterator
 
 import anyio
 import httpx
@@ -22,28 +21,10 @@ from tokenflight import (
 )
 from tokenflight._admission import RequestTimes
 from tokenflight._climb import Climb
-from tokenflight.testing import IdentityProvider
 
 pytestmark = pytest.mark.anyio
 
 SECRET = "admission-secret-never-shown"
-
-
-@pytest.fixture
-async def idp() -> AsyncIterator[IdentityProvider]:
-    async with IdentityProvider() as server:
-        server.add_client("acme", SECRET)
-        yield server
-
-
-@pytest.fixture
-async def tokens(idp) -> AsyncIterator[TokenManager]:
-    async with TokenManager() as manager:
-        manager.register(
-            "acme",
-            ClientCredentials(token_url=idp.token_url, client_id="acme", client_secret=SECRET),
-        )
-        yield manager
 
 
 async def wait_for(predicate) -> None:
@@ -148,7 +129,11 @@ async def test_cancelled_requests_give_their_place_back(idp, http_module):
     async with TokenManager() as tokens:
         tokens.register(
             "acme",
-            ClientCredentials(token_url=idp.token_url, client_id="acme", client_secret=SECRET),
+            ClientCredentials(
+                token_url=idp.token_url,
+                client_id="acme",
+                client_secret=idp.clients["acme"].secret,
+            ),
         )
         async with (
             http_module.AsyncClient(auth=tokens.auth("acme", admission=gate)) as http,

@@ -9,7 +9,7 @@ import anyio
 import httpx
 import pytest
 
-from tokenflight import Admission, ClientCredentials, TokenManager
+from tokenflight import Admission, TokenManager
 from tokenflight.testing import IdentityProvider
 
 pytestmark = pytest.mark.anyio
@@ -39,16 +39,6 @@ async def idp(clock) -> AsyncIterator[IdentityProvider]:
     async with IdentityProvider(clock=clock) as server:
         server.add_client("acme", SECRET)
         yield server
-
-
-@pytest.fixture
-async def tokens(idp) -> AsyncIterator[TokenManager]:
-    async with TokenManager() as manager:
-        manager.register(
-            "acme",
-            ClientCredentials(token_url=idp.token_url, client_id="acme", client_secret=SECRET),
-        )
-        yield manager
 
 
 def bearer(request: httpx.Request) -> str:

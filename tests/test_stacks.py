@@ -19,7 +19,7 @@ def creds(idp: IdentityProvider) -> ClientCredentials:
 
 
 async def test_token_requests_run_on_the_selected_stack(monkeypatch, http_module):
-    """`http="auto"` follows $TOKENFLIGHT_HTTP, and without it prefers httpx2."""
+    """`http="auto"` follows $TOKENFLIGHT_HTTP; without it, httpx2 (alone or over aiohttp)."""
     expected = http_module.__name__
     async with IdentityProvider() as idp:
         idp.add_client("acme", SECRET)

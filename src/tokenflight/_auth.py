@@ -96,7 +96,9 @@ class TokenAuth(_AuthBase):
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
         admission = self._admission
         clock = self._manager._clock
-        ticket, token, dpop = await self._admit(request)
+        admitted = await self._admit(request)
+        assert admitted is not None  # only a retry has a rejected token to compare
+        ticket, token, dpop = admitted
         answered = None
         try:
             sent = clock()
@@ -123,9 +125,10 @@ class TokenAuth(_AuthBase):
             token=token,
         )
         await response.aread()  # release the connection before waiting for a place again
-        ticket, token, _ = await self._admit(request, rejected=token)
-        if token is None:
+        admitted = await self._admit(request, rejected=token)
+        if admitted is None:
             return  # the provider handed back the token just rejected: the 401 stands
+        ticket = admitted[0]
         try:
             yield request
         finally:
@@ -133,8 +136,11 @@ class TokenAuth(_AuthBase):
 
     async def _admit(
         self, request: httpx.Request, rejected: Token | None = None
-    ) -> tuple[object, Any, DPoPProver | None]:
-        """Wait for a place, then read and set the token (None if it is the rejected one)."""
+    ) -> tuple[object, Token, DPoPProver | None] | None:
+        """Wait for a place, then read and set the token: (ticket, token, DPoP prover).
+
+        None, with the place given back, when the token is the `rejected` one.
+        """
         ticket = await self._admission.acquire()
         try:
             token = await self._manager.get_token(
@@ -146,7 +152,7 @@ class TokenAuth(_AuthBase):
             )
             if rejected is not None and token.access_token == rejected.access_token:
                 self._admission.release(ticket)
-                return ticket, None, None
+                return None
             return ticket, token, self._authorize(request, token)
         except BaseException:
             self._admission.release(ticket)

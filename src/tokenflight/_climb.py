@@ -97,11 +97,11 @@ class Climb:
             if not last:
                 return False  # the first judged epoch is the baseline of the first doubling
             if rate >= last * self.GAIN:
-                self.current = min(self._limit, before * 2)
+                self.current = self._clamp(before * 2)
                 self._slow_start = self.current < self._limit
                 return self.current != before
             self._slow_start = False  # doubling stopped paying: climb from half of it
-            self.current = max(self._low, before // 2)
+            self.current = self._clamp(before // 2)
             self._rate = 0.0
             return self.current != before
         if rate > self._best:
@@ -111,10 +111,13 @@ class Climb:
             # there and try the other way.
             self._direction = -self._direction
             start, self._best = self._best_at, 0.0
-            self.current = min(self._limit, max(self._low, start + self._direction))
+            self.current = self._clamp(start + self._direction)
             return self.current != before
         step = max(1, round(before / 5))
-        self.current = min(self._limit, max(self._low, before + self._direction * step))
+        self.current = self._clamp(before + self._direction * step)
         if self.current in (self._low, self._limit):
             self._direction = 1 if self.current == self._low else -1
         return self.current != before
+
+    def _clamp(self, value: int) -> int:
+        return min(self._limit, max(self._low, value))

@@ -14,7 +14,14 @@ import httpx
 from ._admission import Admission
 from ._config import ClientCredentials, RefreshPolicy
 from ._errors import TokenError
-from ._http import DEFAULT_CLIENT_LIMITS, DEFAULT_TIMEOUT, HTTP_ERRORS, make_client, resolve_stack
+from ._http import (
+    DEFAULT_CLIENT_LIMITS,
+    DEFAULT_TIMEOUT,
+    HTTP_ERRORS,
+    make_client,
+    pool_admission,
+    resolve_stack,
+)
 from ._manager import TokenManager
 
 __all__ = ["DemoResult", "DemoSettings", "run_demo"]
@@ -75,7 +82,7 @@ async def run_demo(settings: DemoSettings, out: TextIO = sys.stdout) -> DemoResu
         # are not bounded; requests queue for a connection before they read their token.
         stack = resolve_stack("auto")
         limits = DEFAULT_CLIENT_LIMITS
-        gate = Admission(limits.max_connections or 20)
+        gate = Admission(pool_admission(limits))
         async with (
             TokenManager(refresh=DEMO_REFRESH) as tokens,
             make_client(stack, limits=limits, timeout=DEFAULT_TIMEOUT) as http,

@@ -38,6 +38,7 @@ __all__ = [
     "AnyClient",
     "HttpStack",
     "make_client",
+    "pool_admission",
     "resolve_stack",
 ]
 
@@ -75,7 +76,7 @@ BYTE_STREAMS: tuple[type[Any], ...] = _both("ByteStream")
 AUTH_BASES: tuple[type[Any], ...] = _both("Auth")
 
 
-def resolve_stack(name: str, *, for_client: bool = False) -> str:
+def resolve_stack(name: str) -> str:
     """The concrete stack (`httpx`, `httpx2` or `aiohttp`) that `name` asks for.
 
     `auto` is `$TOKENFLIGHT_HTTP` when set; else, the fastest installed stack that runs on
@@ -87,12 +88,9 @@ def resolve_stack(name: str, *, for_client: bool = False) -> str:
     """
     if name == "auto":
         name = os.environ.get(STACK_ENV, "").strip().lower() or _fastest()
-        if name == "auto":
-            return name
-    if name not in HTTP_STACKS or name == "auto":
-        where = f"${STACK_ENV}" if not for_client else "stack"
+    if name not in HTTP_STACKS:
         raise ConfigurationError(
-            f"unknown HTTP stack {name!r} (from http=, stack= or {where}): "
+            f"unknown HTTP stack {name!r} (from http=, stack= or ${STACK_ENV}): "
             "use 'auto', 'httpx', 'httpx2' or 'aiohttp'"
         )
     if name == "httpx2" and httpx2 is None:  # pragma: no cover  (CI installs both)
@@ -102,15 +100,26 @@ def resolve_stack(name: str, *, for_client: bool = False) -> str:
     return name
 
 
+#: The fastest stack installed that runs on any event loop.
+_PORTABLE = "httpx2" if httpx2 is not None else "httpx"
+
+
+def _loop_library() -> str | None:
+    """The running event loop's library (asyncio, trio), or None outside one."""
+    try:
+        return sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        return None
+
+
 def _fastest() -> str:
     """The fastest stack installed for the running loop ("auto" outside a loop)."""
-    try:
-        library = sniffio.current_async_library()
-    except sniffio.AsyncLibraryNotFoundError:
+    library = _loop_library()
+    if library is None:
         return "auto"
     if library == "asyncio" and _has_aiohttp_transport():
         return "aiohttp"
-    return "httpx2" if httpx2 is not None else "httpx"
+    return _PORTABLE
 
 
 def _has_aiohttp_transport() -> bool:
@@ -131,6 +140,11 @@ def _aiohttp_transport_class() -> type[Any]:
     return AiohttpTransport
 
 
+def pool_admission(limits: httpx.Limits) -> int:
+    """The admission bound that matches a pool: its `max_connections`."""
+    return limits.max_connections or DEFAULT_ADMISSION
+
+
 def make_client(
     stack: str,
     *,
@@ -149,7 +163,7 @@ def make_client(
     """
     kwargs.setdefault("follow_redirects", False)
     if stack == "auto":  # made outside an event loop: the fastest that runs on any loop
-        stack = "httpx2" if httpx2 is not None else "httpx"
+        stack = _PORTABLE
     if stack == "httpx":
         return httpx.AsyncClient(
             limits=_copy(httpx.Limits, limits), timeout=timeout, verify=verify, **kwargs
@@ -176,11 +190,8 @@ def _copy(cls: type[Any], limits: Any) -> Any:
 
 
 def _require_asyncio() -> None:
-    try:
-        library = sniffio.current_async_library()
-    except sniffio.AsyncLibraryNotFoundError:
-        return  # made outside a loop; aiohttp itself complains if used under another
-    if library != "asyncio":
+    library = _loop_library()  # outside a loop: aiohttp itself complains if used elsewhere
+    if library not in (None, "asyncio"):
         raise ConfigurationError(
             f"the aiohttp transport runs on asyncio only, not {library}: "
             "use http='httpx2' (or 'auto') under trio"

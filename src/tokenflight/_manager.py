@@ -40,6 +40,7 @@ from ._http import (
     AnyClient,
     HttpStack,
     make_client,
+    pool_admission,
     resolve_stack,
 )
 from ._mtls import ClientPool
@@ -352,14 +353,12 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             raise ConfigurationError("client() sets auth= itself; use auth() for your own client")
         limits = limits or DEFAULT_CLIENT_LIMITS
         if admission is None:
-            admission = Admission(limits.max_connections or DEFAULT_ADMISSION)
+            admission = Admission(pool_admission(limits))
         auth = self.auth(
             tenant, audience=audience, resource=resource, scopes=scopes, admission=admission
         )
         client_kwargs.setdefault("timeout", DEFAULT_TIMEOUT)
-        return make_client(
-            resolve_stack(stack, for_client=True), limits=limits, auth=auth, **client_kwargs
-        )
+        return make_client(resolve_stack(stack), limits=limits, auth=auth, **client_kwargs)
 
     def dpop_prover(
         self,
