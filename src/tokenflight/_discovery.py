@@ -16,17 +16,17 @@ from dataclasses import dataclass, field
 from typing import Any, final
 from urllib.parse import urlsplit, urlunsplit
 
-import anyio
 import httpx
+from anyio.abc import TaskGroup
 
 from ._client_auth import choose_auth_method
-from ._config import ClientCredentials, _check_url
+from ._config import ClientCredentials, RetryPolicy, _check_url
 from ._errors import (
     ConfigurationError,
     MalformedTokenResponse,
     TokenEndpointUnavailable,
-    TokenError,
 )
+from ._flight import SingleFlight
 from ._http import DECODING_ERRORS, TRANSPORT_ERRORS
 from ._read import read_bounded
 
@@ -74,22 +74,23 @@ def metadata_urls(issuer: str) -> tuple[str, str]:
     return oauth, oidc
 
 
-class _Pending:
-    __slots__ = ("done", "error", "metadata")
-
-    def __init__(self) -> None:
-        self.done = anyio.Event()
-        self.metadata: ServerMetadata | None = None
-        self.error: TokenError | None = None
-
-
 class Discovery:
-    """Fetches and caches authorization server metadata, one request per issuer."""
+    """Fetches and caches authorization server metadata, one request per issuer.
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
+    The fetch is a single flight in the manager's task group with the fetch budget; a
+    failure is shared by every waiter and remembered for the retry cooldown, so tenants
+    on a broken issuer do not each ask it again.
+    """
+
+    def __init__(self, client: httpx.AsyncClient, tg: TaskGroup, retry: RetryPolicy) -> None:
         self._client = client
+        self._tg = tg
         self._cache: dict[str, ServerMetadata] = {}
-        self._pending: dict[str, _Pending] = {}
+        self._flights: SingleFlight[tuple[str, bool], ServerMetadata] = SingleFlight(
+            budget=retry.total_timeout,
+            remember_for=lambda error: retry.cooldown_for(1, permanent=error.is_permanent),
+            failure=lambda message: TokenEndpointUnavailable(message, endpoint=""),
+        )
         #: Metadata documents requested, for tests and statistics.
         self.requests = 0
 
@@ -120,23 +121,13 @@ class Discovery:
         cached = self._cache.get(issuer)
         if cached is not None:
             return cached
-        pending = self._pending.get(issuer)
-        if pending is None:
-            pending = self._pending[issuer] = _Pending()
-            try:
-                pending.metadata = self._cache[issuer] = await self._fetch(issuer, allow_http)
-            except TokenError as exc:
-                pending.error = exc
-            finally:
-                del self._pending[issuer]
-                pending.done.set()
-        else:
-            await pending.done.wait()
-        if pending.error is not None:
-            raise pending.error._clone()
-        if pending.metadata is None:  # the fetching task was cancelled
-            return await self.metadata(issuer, allow_http=allow_http)
-        return pending.metadata
+
+        async def work() -> ServerMetadata:
+            self._cache[issuer] = metadata = await self._fetch(issuer, allow_http)
+            return metadata
+
+        key = (issuer, allow_http)
+        return await self._flights.run(key, work, self._tg, what=f"discovering {issuer}")
 
     async def _fetch(self, issuer: str, allow_http: bool) -> ServerMetadata:
         for url in metadata_urls(issuer):

@@ -10,6 +10,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Self, final
 
 import anyio
+import anyio.lowlevel
 import httpx
 from anyio.abc import TaskGroup
 
@@ -46,7 +47,7 @@ from ._http import (
 from ._mtls import ClientPool
 from ._resolver import Resolver, TenantResolver
 from ._scheduler import RefreshScheduler
-from ._slot import Flight, Slot, SlotKey
+from ._slot import Slot, SlotKey, TokenFlight
 from ._stats import KeyStatistics, ManagerStatistics
 from ._store import TokenStore, store_key
 from ._table import SlotTable
@@ -101,10 +102,12 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             raise ConfigurationError("max_concurrent_fetches must be an integer >= 1")
         if store is not None and not isinstance(store, TokenStore):
             raise ConfigurationError("store must implement fetch(), invalidate() and aclose()")
-        self._resolver = TenantResolver(resolver)
         self._store = store
         self._refresh = refresh or RefreshPolicy()
         self._retry = retry or RetryPolicy()
+        self._resolver = TenantResolver(
+            resolver, budget=self._retry.total_timeout, remember_for=self._retry.cooldown
+        )
         self._http_client: Any = http_client
         self._stack = resolve_stack(http)  # checked now; "auto" may wait for the loop
         # Shared by every auth() given no admission of its own, and by every request.
@@ -122,6 +125,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         self._evictions = 0
         self._in_flight = 0
         self._tg: TaskGroup | None = None
+        self._loop: object = None  # the event loop the manager runs on
         self._clock: Callable[[], float] = anyio.current_time
 
     def __repr__(self) -> str:
@@ -131,8 +135,10 @@ class TokenManager(anyio.AsyncContextManagerMixin):
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncGenerator[Self]:
         # The caller's block runs inside our task group, which would wrap its exceptions in
-        # an ExceptionGroup; hold the block's own error and raise it as is, after the group.
-        error: Exception | None = None
+        # an ExceptionGroup; hold the block's own error (SystemExit and KeyboardInterrupt
+        # too) and raise it as is, after the group.
+        error: BaseException | None = None
+        cancelled = anyio.get_cancelled_exc_class()
         async with AsyncExitStack() as stack:
             client = self._http_client
             self._stack = resolve_stack(self._stack)
@@ -151,7 +157,6 @@ class TokenManager(anyio.AsyncContextManagerMixin):
                 clock=self._clock,
                 client_for=self._tls_clients.client_for,
             )
-            self._discovery = Discovery(client)
             self._dpop_nonces = NonceBook()
             self._fetch_limiter = anyio.Semaphore(self._max_fetches)
             self._refreshing = 0
@@ -159,10 +164,14 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             self._scheduler = RefreshScheduler(self._clock, self._on_due)
             tg = await stack.enter_async_context(anyio.create_task_group())
             tg.start_soon(self._scheduler.run)
+            self._discovery = Discovery(client, tg, self._retry)
+            self._loop = _current_loop()
             self._tg = tg
             try:
                 yield self
-            except Exception as exc:
+            except cancelled:
+                raise
+            except BaseException as exc:
                 error = exc
             finally:
                 self._tg = None
@@ -199,6 +208,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         self._drop_tenant_slots(tenant)
         self._tenants[tenant] = credentials
         self._resolved.discard(tenant)
+        self._resolver.forget(tenant)
 
     def unregister(self, tenant: str) -> None:
         """Forget a tenant and its tokens. Unknown tenants are ignored."""
@@ -263,8 +273,12 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         """Drop the cached token so that the next call fetches a new one.
 
         Args:
-            token: Only drop it if it is still this token (so many callers reporting
-                the same rejected token cause one new fetch, not many).
+            token: Report this token as rejected by an API: drop it only if it is still
+                the current one (so many callers reporting the same rejected token cause
+                one new fetch, not many), and not while tokens keep being rejected one
+                after another (an API that refuses every token for another reason, such
+                as a wrong audience, would otherwise cost a token request per call:
+                such reports are ignored for a growing cooldown, and logged).
 
         Returns:
             Whether a token was dropped.
@@ -272,13 +286,24 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         slot = self._table.find(tenant, audience, resource, scopes)
         if slot is None or slot.token is None:
             return False
-        if token is not None and slot.token.access_token != token.access_token:
-            return False
-        dropped = slot.token
-        slot.token = None
-        slot.usable_until = 0.0
-        slot.refresh_at = None
-        if self._store is not None and self._tg is not None:
+        if token is None:
+            slot.drop()
+        else:
+            is_current = slot.token.access_token == token.access_token
+            if not (is_current and slot.take_rejection(self._clock(), self._retry)):
+                return False
+        if token is not None and slot.rejections > 1:
+            logger.warning(
+                "an API rejected %d new tokens in a row for tenant %r (client_id %r): check "
+                "the audience, resource and scopes; 401s are not answered with new tokens "
+                "for %.1fs",
+                slot.rejections,
+                slot.key.tenant,
+                slot.creds.client_id,
+                slot.rejections_ignored_until - self._clock(),
+            )
+        dropped = slot.rejected
+        if self._store is not None and self._tg is not None and dropped is not None:
             self._tg.start_soon(self._store.invalidate, store_key(slot), dropped.access_token)
         return True
 
@@ -397,10 +422,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
     # -- slow path -------------------------------------------------------------------
 
     async def _get_slow(self, key: SlotKey, min_ttl: float) -> Token:
-        if self._tg is None:
-            raise ManagerClosedError(
-                "the TokenManager is not running: use it inside `async with TokenManager()`"
-            )
+        self._task_group()  # raises unless running, on this event loop
         slot = self._slots.get(key)
         if slot is None:
             slot = await self._create_slot(key)
@@ -416,17 +438,14 @@ class TokenManager(anyio.AsyncContextManagerMixin):
                 if slot.failure is not None and slot.is_cooling_down(now):
                     raise slot.failure._clone()
                 flight = self._start_flight(slot, background=False)
-            await flight.done.wait()
-            if flight.error is not None:
-                raise flight.error._clone()
-            token = flight.token
-            if token is not None and self._clock() < token.expires_at:
+            token = await flight.wait()
+            if self._clock() < token.expires_at:
                 return token  # the new token, even if shorter-lived than min_ttl
             spent += 1
             if spent > 1:  # asking again and again would hammer the provider
                 raise TokenEndpointUnavailable(
                     f"tokens from {slot.creds.token_url} expired before they could be used "
-                    f"(lifetime {token.expires_in if token else 0:.3g}s): the provider's "
+                    f"(lifetime {token.expires_in:.3g}s): the provider's "
                     "expires_in is too short, or this event loop is overloaded",
                     endpoint=slot.creds.token_url or "",
                 )
@@ -436,8 +455,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             normalize_scopes(key.scopes)  # raises ConfigurationError on a bad scope
         creds = self._tenants.get(key.tenant)
         if creds is None:
-            assert self._tg is not None
-            resolved = await self._resolver.resolve(key.tenant, self._tg)
+            resolved = await self._resolver.resolve(key.tenant, self._task_group())
             # A register() during the resolution wins over the resolver's answer.
             creds = self._tenants.setdefault(key.tenant, resolved)
             if creds is resolved:
@@ -452,28 +470,45 @@ class TokenManager(anyio.AsyncContextManagerMixin):
 
     # -- flights ---------------------------------------------------------------------
 
-    def _start_flight(self, slot: Slot, *, background: bool) -> Flight:
-        assert self._tg is not None
-        flight = Flight(background=background)
+    def _task_group(self) -> TaskGroup:
+        """The running manager's task group, or a typed error saying why there is none."""
+        if self._tg is None:
+            raise ManagerClosedError(
+                "the TokenManager is not running: use it inside `async with TokenManager()`"
+            )
+        if _current_loop() is not self._loop:
+            raise ConfigurationError(
+                "this TokenManager runs on another event loop (or thread): use one manager "
+                "per event loop, or call it on its own loop (anyio.from_thread.run)"
+            )
+        return self._tg
+
+    def _start_flight(self, slot: Slot, *, background: bool) -> TokenFlight:
+        tg = self._task_group()
+        flight = TokenFlight(background=background)
         slot.flight = flight
         self._scheduler.cancel(slot)  # the flight reschedules it when it lands
         self._in_flight += 1
-        self._tg.start_soon(self._fly, slot, flight)
+        tg.start_soon(self._fly, slot, flight)
         return flight
 
-    async def _fly(self, slot: Slot, flight: Flight) -> None:
-        try:
+    async def _fly(self, slot: Slot, flight: TokenFlight) -> None:
+        async def obtain() -> Token:
             async with self._fetch_limiter:
-                flight.token = await self._obtain(slot, flight)
-        except TokenError as exc:
-            flight.error = exc
-        except Exception as exc:  # a bug must not hang the waiters or kill the task group
-            logger.error("unexpected %s while fetching a token", type(exc).__name__)
-            flight.error = TokenError(f"unexpected error fetching a token: {type(exc).__name__}")
-            flight.error.__cause__ = exc
-        except BaseException:
-            flight.error = ManagerClosedError("the TokenManager closed during a token request")
-            raise
+                return await self._obtain(slot, flight)
+
+        def failure(message: str) -> TokenError:
+            return TokenEndpointUnavailable(message, endpoint=slot.creds.token_url or "")
+
+        try:
+            await flight.run(
+                obtain,
+                # The endpoint keeps to total_timeout itself, with a more precise message;
+                # this bounds the rest (discovery, a shared store, the wait for a place).
+                budget=self._retry.total_timeout + 1.0,
+                what=f"fetching a token for tenant {slot.key.tenant!r}",
+                failure=failure,
+            )
         finally:
             self._in_flight -= 1
             slot.flight = None
@@ -484,7 +519,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
                 self._settle(slot, flight)
             flight.done.set()
 
-    async def _obtain(self, slot: Slot, flight: Flight) -> Token:
+    async def _obtain(self, slot: Slot, flight: TokenFlight) -> Token:
         if slot.creds.token_url is None:  # discovered once per issuer, then kept on the slot
             slot.creds = await self._discovery.resolve(slot.creds)
         if slot.creds.dpop and slot.dpop is None:
@@ -498,32 +533,45 @@ class TokenManager(anyio.AsyncContextManagerMixin):
 
         if self._store is None or slot.dpop is not None:  # a DPoP token is bound to our key
             return await fetch_new()
-        token = await self._store.fetch(store_key(slot), fetch_new, min_ttl=0.0, current=slot.token)
+        # A token an API just rejected is as good as the current one: never handed back.
+        current = slot.token or slot.rejected
+        token = await self._store.fetch(store_key(slot), fetch_new, min_ttl=0.0, current=current)
         if not fetched:
             slot.store_hits += 1
             flight.from_store = True
         return token
 
-    def _settle(self, slot: Slot, flight: Flight) -> None:
+    def _settle(self, slot: Slot, flight: TokenFlight) -> None:
         """Record a flight's outcome on its slot and plan the next wake-up (no I/O)."""
         now = self._clock()
-        if flight.token is not None:
+        token = flight.result
+        if token is not None and now >= token.expires_at:
+            # Expired on arrival (a lifetime shorter than this loop's latency): a failure,
+            # with its cooldown, or every call would ask again at once.
+            flight.result = None
+            flight.error = TokenEndpointUnavailable(
+                f"tokens from {slot.creds.token_url} expire before they can be used "
+                f"(lifetime {token.expires_in:.3g}s): the provider's expires_in is too "
+                "short, or this event loop is overloaded",
+                endpoint=slot.creds.token_url or "",
+            )
+        if flight.result is not None:
             self._settle_token(slot, flight)
         elif flight.error is not None:
             self._settle_failure(slot, flight.error, now)
         if not slot.evicted:
             self._scheduler.schedule(slot, slot.next_wakeup())
 
-    def _settle_token(self, slot: Slot, flight: Flight) -> None:
-        assert flight.token is not None
+    def _settle_token(self, slot: Slot, flight: TokenFlight) -> None:
+        assert flight.result is not None
         if flight.from_store:
             pass  # counted as a store hit; another process made the request
         elif flight.background:
             slot.refreshes += 1
         else:
             slot.fetches += 1
-        flight.token = slot.take_token(
-            flight.token, self._refresh, margin=self._request_times.margin, now=self._clock()
+        flight.result = slot.take_token(
+            flight.result, self._refresh, margin=self._request_times.margin, now=self._clock()
         )
 
     def _settle_failure(self, slot: Slot, error: TokenError, now: float) -> None:
@@ -587,3 +635,8 @@ class TokenManager(anyio.AsyncContextManagerMixin):
     def _drop_tenant_slots(self, tenant: str) -> None:
         for slot in self._table.of_tenant(tenant):
             self._evict(slot, idle=False)
+
+
+def _current_loop() -> object:
+    """The running event loop (asyncio's loop, or trio's run), to tell loops apart."""
+    return anyio.lowlevel.current_token().native_token

@@ -11,16 +11,15 @@ import random
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-import anyio
-
 from ._config import ClientCredentials, RefreshPolicy, RetryPolicy
 from ._dpop import DPoPProver
 from ._endpoint import TokenRequest
 from ._errors import TokenError
+from ._flight import Flight
 from ._stats import KeyStatistics
 from ._token import Token
 
-__all__ = ["Flight", "Slot", "SlotKey"]
+__all__ = ["Slot", "SlotKey", "TokenFlight"]
 
 
 class SlotKey(NamedTuple):
@@ -35,17 +34,15 @@ class SlotKey(NamedTuple):
     scopes: frozenset[str] | None
 
 
-class Flight:
+class TokenFlight(Flight[Token]):
     """One token request in progress, shared by every caller that waits for it."""
 
-    __slots__ = ("background", "done", "error", "from_store", "token")
+    __slots__ = ("background", "from_store")
 
     def __init__(self, *, background: bool) -> None:
+        super().__init__()
         self.background = background
         self.from_store = False
-        self.done = anyio.Event()
-        self.token: Token | None = None
-        self.error: TokenError | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -63,7 +60,7 @@ class Slot:
     uses_at_fetch: int = 0
     uses_at_idle_check: int = 0
     idle_check_at: float = 0.0
-    flight: Flight | None = None
+    flight: TokenFlight | None = None
     failure: TokenError | None = None
     failures: int = 0
     retry_at: float = 0.0
@@ -78,6 +75,13 @@ class Slot:
     aliases: list[SlotKey] = field(default_factory=list)
     # The slot's DPoP key pair, made on its first fetch when the credentials ask for DPoP.
     dpop: DPoPProver | None = None
+    # The token last rejected by an API (a 401), until a new one arrives: a shared store
+    # must not hand it back.
+    rejected: Token | None = None
+    # Tokens rejected in a row, and until when a rejection no longer drops the token.
+    rejections: int = 0
+    last_rejection: float = float("-inf")
+    rejections_ignored_until: float = 0.0
 
     def is_usable(self, now: float, min_ttl: float = 0.0) -> bool:
         """Whether the current token may be handed out for at least `min_ttl` more seconds."""
@@ -126,6 +130,7 @@ class Slot:
         that none of them waits.
         """
         old = self.token
+        self.rejected = None
         self.failure = None
         self.failures = 0
         self.uses_at_fetch = self.uses()
@@ -157,6 +162,33 @@ class Slot:
         # is tried again after the cooldown.
         self.refresh_at = self.retry_at if self.is_usable(now) else None
         return cooldown
+
+    def take_rejection(self, now: float, policy: RetryPolicy) -> bool:
+        """An API rejected the current token (a 401): whether to drop it.
+
+        A token is dropped and another fetched, unless tokens keep being rejected one
+        after another: then the API refuses for another reason (audience, permissions)
+        and every call would cost a token request. Rejections are then ignored for a
+        growing cooldown, during which the 401 goes back to the caller.
+        """
+        if now < self.rejections_ignored_until:
+            return False
+        if now - self.last_rejection > policy.max_cooldown:
+            self.rejections = 0  # the last rejection is long past: start over
+        self.rejections += 1
+        self.last_rejection = now
+        if self.rejections > 1:
+            cooldown = policy.cooldown_for(self.rejections - 1, permanent=False)
+            self.rejections_ignored_until = now + cooldown
+        self.drop()
+        return True
+
+    def drop(self) -> None:
+        """Forget the current token (kept as `rejected`, so a store cannot hand it back)."""
+        self.rejected = self.token
+        self.token = None
+        self.usable_until = 0.0
+        self.refresh_at = None
 
     def counters(self) -> KeyStatistics:
         """This slot's counters, as a snapshot."""
