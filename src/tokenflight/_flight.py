@@ -9,6 +9,7 @@ is not asked again by every caller.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
@@ -65,7 +66,8 @@ class Flight(Generic[T]):
         Raises:
             BaseException: Only the manager's own cancellation, after recording it.
         """
-        cancelled = anyio.get_cancelled_exc_class()
+        # asyncio's too: under trio it is just an exception some user code raised.
+        cancelled = (anyio.get_cancelled_exc_class(), asyncio.CancelledError)
         try:
             with anyio.move_on_after(budget) as scope:
                 self.result = await work()
