@@ -15,12 +15,13 @@ import pytest
 import redis
 from cryptography.fernet import Fernet
 
-from test_redis_store import REDIS_HOST, REDIS_PORT, REDIS_URL, Issuer, prefix
+import test_redis_store
+from test_redis_store import REDIS_HOST, REDIS_PORT, REDIS_URL, Issuer
 from tokenflight.redis import RedisTokenStore
 
 from .test_bodies import peak_growth
 
-__all__ = ["prefix"]  # the fixture, shared with test_redis_store
+prefix = test_redis_store.prefix  # the fixture: a fresh key prefix, its keys deleted after
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
