@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 
+import anyio
 import pytest
 import redis
 from cryptography.fernet import Fernet
@@ -82,8 +83,7 @@ async def replaced_once(
     token = await store.fetch("k", issuer, min_ttl=0)
     assert issuer.calls == 1
     stats = store.stats()
-    assert (stats.fallbacks, stats.unreadable, stats.outages) == (0, 0, 0)
-    assert stats.redis_available
+    assert (stats.fallbacks, stats.outages, stats.redis_available) == (0, 0, True)
     reader = RedisTokenStore(REDIS_URL, prefix=prefix, encryption_keys=keys)
     try:
         again = await reader.fetch("k", Issuer(), min_ttl=0)
@@ -186,9 +186,10 @@ async def test_lock_key_that_never_expires_is_replaced(kind: str, prefix: str) -
             client.hset(prefix + "k:lock", "owner", "nobody")
         else:
             client.set(prefix + "k:lock", "nobody")
-    store = RedisTokenStore(REDIS_URL, prefix=prefix, wait_timeout=30.0)
+    store = RedisTokenStore(REDIS_URL, prefix=prefix)
     try:
-        await replaced_once(store, prefix)
+        with anyio.fail_after(10):  # only a guard: waiting out such a lock would take 30 s
+            await replaced_once(store, prefix)
         stats = store.stats()
         assert (stats.fetches, stats.fetches_avoided, stats.lock_takeovers) == (1, 0, 0)
     finally:
