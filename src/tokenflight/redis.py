@@ -347,16 +347,7 @@ class RedisTokenStore:
         except _Unavailable:
             return await self._fallback(key, fetch_new)
         except _Unreadable:
-            self._unreadable += 1
-            self._warn_once(
-                "unreadable",
-                name,
-                "cannot decrypt the token stored at %s with this process's encryption_keys; "
-                "asking the identity provider directly for that key and leaving the entry to "
-                "the processes that can read it (check that every process has the same keys, "
-                "newest first, and that retired keys stay listed until their tokens expire)",
-                name,
-            )
+            self._note_unreadable(name)
             return await self._fallback(key, fetch_new)
         except _KeyRefused as exc:
             self._warn_once(
@@ -598,6 +589,18 @@ class RedisTokenStore:
             del self._held[key]
             return None
         return held
+
+    def _note_unreadable(self, name: str) -> None:
+        self._unreadable += 1
+        self._warn_once(
+            "unreadable",
+            name,
+            "cannot decrypt the token stored at %s with this process's encryption_keys; "
+            "asking the identity provider directly for that key and leaving the entry to the "
+            "processes that can read it (check that every process has the same keys, newest "
+            "first, and that retired keys stay listed until their tokens expire)",
+            name,
+        )
 
     def _remember_orphan(self, lock: str, owner: str) -> None:
         if len(self._orphans) >= MAX_ORPHANS:
