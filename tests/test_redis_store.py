@@ -11,17 +11,19 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
 import anyio
 import pytest
 import redis
+import redis.asyncio
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 from cryptography.fernet import Fernet, InvalidToken
 
-from helpers import free_port
+from helpers import free_port, wait_until
 from tokenflight import (
     ClientCredentials,
     ConfigurationError,
@@ -29,7 +31,7 @@ from tokenflight import (
     TokenError,
     TokenManager,
 )
-from tokenflight.redis import RedisTokenStore, StoreDecryptionError
+from tokenflight.redis import RedisTokenStore
 from tokenflight.testing import Fault, IdentityProvider
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
@@ -240,23 +242,55 @@ async def test_entries_are_encrypted_and_keys_rotate(prefix: str) -> None:
         await rotated.aclose()
 
 
-async def test_wrong_or_missing_key_gives_a_clear_error(prefix: str, idp: IdentityProvider) -> None:
-    """A process without the fleet's key gets StoreDecryptionError, not garbage."""
+async def test_wrong_or_missing_key_fetches_its_own_token(
+    prefix: str, idp: IdentityProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A process that cannot decrypt the entry gets its own token and leaves the entry."""
     idp.add_client("acme", "s3cret")
     right = RedisTokenStore(REDIS_URL, prefix=prefix, encryption_keys=[Fernet.generate_key()])
     async with TokenManager(store=right) as tokens:
         tokens.register("acme", creds(idp, "acme"))
         secret = (await tokens.get_token("acme")).access_token
+    stored = raw_entries(prefix)
     for keys in ([Fernet.generate_key()], None):
+        caplog.clear()
         store = RedisTokenStore(REDIS_URL, prefix=prefix, encryption_keys=keys)
         async with TokenManager(store=store) as tokens:
             tokens.register("acme", creds(idp, "acme"))
-            with pytest.raises(StoreDecryptionError) as caught:
-                await tokens.get_token("acme")
-        assert isinstance(caught.value, ConfigurationError)
-        assert "encryption_keys" in str(caught.value)
-        assert secret not in str(caught.value)
-    assert idp.token_requests == 1
+            own = (await tokens.get_token("acme")).access_token
+        assert own != secret
+        assert (store.stats().unreadable, store.stats().fallbacks) == (1, 1)
+        assert store.stats().redis_available
+        assert "cannot decrypt" in caplog.text
+        assert secret not in caplog.text
+        assert own not in caplog.text
+    assert raw_entries(prefix) == stored  # what the others can read is left alone
+    assert idp.token_requests == 3
+
+
+async def test_key_rotation_never_starves_a_process_with_only_the_old_key(
+    prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While [new, old] processes keep the entry fresh, an [old] process still gets tokens."""
+    old, new = Fernet.generate_key(), Fernet.generate_key()
+    rotated = RedisTokenStore(REDIS_URL, prefix=prefix, encryption_keys=[new, old])
+    lagging = RedisTokenStore(REDIS_URL, prefix=prefix, encryption_keys=[old])
+    fleet, own = Issuer(), Issuer()
+    try:
+        shared = await rotated.fetch("k", fleet, min_ttl=0)
+        got = [await lagging.fetch("k", own, min_ttl=0, current=None) for _ in range(5)]
+        assert own.calls == 5
+        assert shared.access_token not in {t.access_token for t in got}
+        again = await rotated.fetch("k", fleet, min_ttl=0, current=None)
+        assert again.access_token == shared.access_token  # the entry was not overwritten
+        assert fleet.calls == 1
+        stats = lagging.stats()
+        assert (stats.unreadable, stats.fallbacks, stats.outages) == (5, 5, 0)
+        warnings = [r for r in caplog.records if "cannot decrypt" in r.getMessage()]
+        assert len(warnings) == 1  # once per key, not once per call
+    finally:
+        await rotated.aclose()
+        await lagging.aclose()
 
 
 def test_bad_keys_are_refused_at_construction() -> None:
@@ -527,5 +561,204 @@ async def test_errors_from_fetch_new_release_the_lock(prefix: str) -> None:
             await store.fetch("k", issuer, min_ttl=0)
         assert issuer.calls == 1
         assert store.stats().lock_takeovers == 0
+    finally:
+        await store.aclose()
+
+
+# -- the fleet-wide lock: renewed, never orphaned, waiters bounded --------------------
+
+
+@pytest.fixture
+def private_redis() -> Iterator[tuple[str, redis.Redis]]:
+    """A redis-server of this test's own (it may be paused) and an admin client to it."""
+    port = free_port(REDIS_HOST)
+    server = start_redis(port)
+    admin = redis.Redis(host=REDIS_HOST, port=port, socket_timeout=5)
+    try:
+        yield f"redis://{REDIS_HOST}:{port}/0", admin
+    finally:
+        admin.close()
+        server.kill()
+        server.wait()
+
+
+async def orphan_a_lock(
+    url: str, admin: redis.Redis, prefix: str, **options: Any
+) -> RedisTokenStore:
+    """Make a store's lock request time out while Redis pauses writes, then let it run.
+
+    Returns the store (its token came from a fallback) once Redis holds the lock that the
+    timed-out request took with nobody owning it.
+    """
+    store = RedisTokenStore(url, prefix=prefix, **options)
+    await store.fetch("warm-up", Issuer(), min_ttl=0)  # connection and scripts are ready
+    admin.client_pause(60_000, all=False)  # pause writes (and scripts) only
+    try:
+        issuer = Issuer()
+        await store.fetch("k", issuer, min_ttl=0)  # reads fine, the lock request stalls
+        assert issuer.calls == 1
+        assert store.stats().fallbacks == 1
+    finally:
+        admin.client_unpause()
+    await wait_until(lambda: admin.exists(prefix + "k:lock") == 1)
+    return store
+
+
+@pytest.mark.slow
+async def test_a_lock_orphaned_by_a_stalled_redis_costs_at_most_one_lock_ttl(
+    prefix: str, private_redis: tuple[str, redis.Redis]
+) -> None:
+    """A lock request that ran after it timed out leaves a lock of at most lock_ttl."""
+    url, admin = private_redis
+    a = await orphan_a_lock(url, admin, prefix)
+    b = RedisTokenStore(url, prefix=prefix)
+    try:
+        assert 0 < admin.pttl(prefix + "k:lock") <= 5_000  # the default lock_ttl, 5 s
+        issuer = Issuer()
+        with anyio.fail_after(3 * 5.0 + 5):  # generous: this only guards against a hang
+            await b.fetch("k", issuer, min_ttl=0)
+        assert issuer.calls == 1
+        assert b.stats().lock_takeovers == 1
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_the_process_whose_lock_request_timed_out_deletes_that_lock(
+    prefix: str, private_redis: tuple[str, redis.Redis]
+) -> None:
+    """The orphaned lock goes at the store's next successful Redis operation."""
+    url, admin = private_redis
+    a = await orphan_a_lock(url, admin, prefix, retry_interval=0)
+    b = RedisTokenStore(url, prefix=prefix)
+    try:
+        await a.fetch("other", Issuer(), min_ttl=0)
+        assert admin.exists(prefix + "k:lock") == 0
+        issuer = Issuer()
+        with anyio.fail_after(5):
+            await b.fetch("k", issuer, min_ttl=0)
+        stats = b.stats()
+        assert (issuer.calls, stats.fetches_avoided, stats.lock_takeovers) == (1, 0, 0)
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+class Stalled:
+    """A `fetch_new` that waits for `release` (or raises `error`) before issuing."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.started = anyio.Event()
+        self.release = anyio.Event()
+        self.error = error
+        self.issuer = Issuer()
+
+    async def __call__(self) -> Token:
+        self.started.set()
+        await self.release.wait()
+        if self.error is not None:
+            raise self.error
+        return await self.issuer()
+
+
+async def watch_renewals(lock: str, count: int, then: anyio.Event) -> None:
+    """Set `then` once the lock's PTTL went up `count` times (only a renewal raises it)."""
+    async with redis.asyncio.Redis(host=REDIS_HOST, port=REDIS_PORT) as client:
+        while (previous := await client.pttl(lock)) <= 0:  # not taken yet
+            await anyio.sleep(0.01)
+        seen = 0
+        while seen < count:
+            await anyio.sleep(0.01)
+            ttl = await client.pttl(lock)
+            assert ttl > 0, "the lock expired while its holder was fetching"
+            seen += ttl > previous
+            previous = ttl
+    then.set()
+
+
+@pytest.mark.slow
+async def test_a_holder_renews_its_lock_so_waiters_never_take_it_over(prefix: str) -> None:
+    """A fetch slower than lock_ttl keeps its lock; the waiter gets the holder's token."""
+    lock_ttl = 2.0
+    a = RedisTokenStore(REDIS_URL, prefix=prefix, lock_ttl=lock_ttl)
+    b = RedisTokenStore(REDIS_URL, prefix=prefix, lock_ttl=lock_ttl)
+    stalled, waiter = Stalled(), Issuer()
+    try:
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(partial(a.fetch, "k", stalled, min_ttl=0))
+                await stalled.started.wait()
+                tg.start_soon(partial(b.fetch, "k", waiter, min_ttl=0))
+                # Renewed every lock_ttl / 3: four renewals outlast the lock's own lifetime.
+                await watch_renewals(prefix + "k:lock", 4, stalled.release)
+        assert stalled.issuer.calls == 1
+        assert waiter.calls == 0
+        assert b.stats().fetches_avoided == 1
+        assert b.stats().lock_takeovers == 0
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_a_failed_request_under_a_renewed_lock_raises_its_own_error(prefix: str) -> None:
+    """A TokenError from fetch_new() while the lock is renewed comes out bare, lock freed."""
+    store = RedisTokenStore(REDIS_URL, prefix=prefix, lock_ttl=1.5)
+    stalled = Stalled(TokenError("the IdP said no"))
+    try:
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(watch_renewals, prefix + "k:lock", 1, stalled.release)
+                with pytest.raises(TokenError, match="said no") as caught:
+                    await store.fetch("k", stalled, min_ttl=0)
+        assert type(caught.value) is TokenError  # not an ExceptionGroup around it
+        assert raw_entries(prefix) == {}
+        with redis.Redis(host=REDIS_HOST, port=REDIS_PORT) as client:
+            assert client.exists(prefix + "k:lock") == 0
+    finally:
+        await store.aclose()
+
+
+async def test_waiters_give_up_after_wait_timeout(prefix: str) -> None:
+    """A holder that takes longer than wait_timeout: the waiter makes its own request."""
+    a = RedisTokenStore(REDIS_URL, prefix=prefix)
+    b = RedisTokenStore(REDIS_URL, prefix=prefix, wait_timeout=0.3)
+    stalled, waiter = Stalled(), Issuer()
+    try:
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(partial(a.fetch, "k", stalled, min_ttl=0))
+                await stalled.started.wait()
+                await b.fetch("k", waiter, min_ttl=0)
+                assert not stalled.release.is_set()  # the holder is still fetching
+                stalled.release.set()
+        assert waiter.calls == 1
+        assert b.stats().fallbacks == 1
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+def test_wait_timeout_must_be_positive() -> None:
+    """wait_timeout is a positive number of seconds."""
+    with pytest.raises(ConfigurationError, match="wait_timeout"):
+        RedisTokenStore(REDIS_URL, wait_timeout=0)
+
+
+async def test_a_cancelled_holder_frees_its_lock(prefix: str) -> None:
+    """Cancelling the caller that holds the lock stops the renewal and deletes the lock."""
+    store = RedisTokenStore(REDIS_URL, prefix=prefix, lock_ttl=30.0)
+    stalled = Stalled()
+    try:
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(partial(store.fetch, "k", stalled, min_ttl=0))
+                await stalled.started.wait()
+                tg.cancel_scope.cancel()
+        with redis.Redis(host=REDIS_HOST, port=REDIS_PORT) as client:
+            assert client.exists(prefix + "k:lock") == 0
+        issuer = Issuer()
+        with anyio.fail_after(5):
+            await store.fetch("k", issuer, min_ttl=0)
+        assert issuer.calls == 1
     finally:
         await store.aclose()

@@ -7,16 +7,25 @@ times instead; `to_token` converts them back to the reading process's loop clock
 Entry format: ``b"tf1:" + JSON`` in the clear, or ``b"tf1e:" + Fernet token`` when
 encryption keys are configured (`cryptography.fernet.MultiFernet`: written with the
 newest key, readable with any).
+
+A value read back from the store is hostile input, like a token response: `decode`
+refuses one over `MAX_ENTRY_BYTES` before looking inside, and validates every field
+before building a token. It tells three outcomes apart: an `Entry`; `CorruptEntry` (not
+an entry this library wrote: the store treats it as absent and overwrites it); and
+`StoreDecryptionError` (a well-formed entry sealed with a key this process lacks: other
+processes may read it, so the store leaves it alone).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
-import logging
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, Final, final
 
 from ._errors import ConfigurationError
 from ._token import Token
@@ -24,12 +33,25 @@ from ._token import Token
 if TYPE_CHECKING:
     from cryptography.fernet import MultiFernet
 
-__all__ = ["Entry", "EntryCodec", "StoreDecryptionError", "fingerprint"]
-
-logger = logging.getLogger("tokenflight")
+__all__ = [
+    "MAX_ENTRY_BYTES",
+    "CorruptEntry",
+    "Entry",
+    "EntryCodec",
+    "StoreDecryptionError",
+    "fingerprint",
+]
 
 PLAIN = b"tf1:"
 SEALED = b"tf1e:"
+
+#: Stored values longer than this are refused before they are decoded.
+MAX_ENTRY_BYTES: Final = 64 * 1024
+
+# A Fernet token: version byte, 8-byte timestamp, 16-byte IV, AES-CBC blocks, 32-byte HMAC.
+_FERNET_VERSION = 0x80
+_FERNET_OVERHEAD = 1 + 8 + 16 + 32
+_AES_BLOCK = 16
 
 
 class StoreDecryptionError(ConfigurationError):
@@ -38,6 +60,13 @@ class StoreDecryptionError(ConfigurationError):
     Check that every process of the fleet is given the same `encryption_keys`, newest
     first, and that a retired key stays in the list until the tokens written with it
     have expired (at most one token lifetime).
+    """
+
+
+class CorruptEntry(Exception):
+    """A stored value that is not a well-formed entry (internal: the store ignores it).
+
+    The message says what is wrong with it, never what it holds.
     """
 
 
@@ -89,7 +118,6 @@ class EntryCodec:
 
     def __init__(self, encryption_keys: Sequence[str | bytes] | None) -> None:
         self._fernet = None if encryption_keys is None else _multi_fernet(encryption_keys)
-        self._warned_plain = False
 
     @property
     def encrypted(self) -> bool:
@@ -114,30 +142,34 @@ class EntryCodec:
         return SEALED + self._fernet.encrypt(body)
 
     def decode(self, raw: bytes | str) -> Entry | None:
-        """Read an entry; None when it is unusable (and should be replaced).
+        """Read an entry; None when there is none (an empty value).
 
         Raises:
-            StoreDecryptionError: The entry is encrypted and no configured key opens it.
+            CorruptEntry: The value is not an entry this library wrote (too large, an
+                unknown format, bad JSON or fields, an unencrypted entry while keys are
+                set, a sealed entry that is not a Fernet token).
+            StoreDecryptionError: The entry is a Fernet token that no configured key
+                opens (or this codec has no keys).
         """
         if isinstance(raw, str):  # a client made with decode_responses=True
             raw = raw.encode()
+        if not raw:
+            return None
+        if len(raw) > MAX_ENTRY_BYTES:
+            raise CorruptEntry(f"it is over {MAX_ENTRY_BYTES} bytes")
         if raw.startswith(SEALED):
             body = self._decrypt(raw[len(SEALED) :])
         elif raw.startswith(PLAIN):
             if self._fernet is not None:
-                if not self._warned_plain:
-                    self._warned_plain = True
-                    logger.warning(
-                        "found an unencrypted token in the shared store while encryption_keys "
-                        "are set; ignoring it (it is replaced by an encrypted one)"
-                    )
-                return None
+                raise CorruptEntry("it is unencrypted while encryption_keys are set")
             body = raw[len(PLAIN) :]
         else:
-            return None
+            raise CorruptEntry("its format is unknown")
         return _entry_from_json(body)
 
     def _decrypt(self, sealed: bytes) -> bytes:
+        if not _is_fernet_token(sealed):
+            raise CorruptEntry("it is marked encrypted but is not a Fernet token")
         if self._fernet is None:
             raise StoreDecryptionError(
                 "a token in the shared store is encrypted but this RedisTokenStore has no "
@@ -155,28 +187,67 @@ class EntryCodec:
             ) from None
 
 
-def _entry_from_json(body: bytes) -> Entry | None:
+def _is_fernet_token(sealed: bytes) -> bool:
+    """Whether `sealed` has a Fernet token's shape (its HMAC is checked when decrypting)."""
+    try:
+        data = base64.urlsafe_b64decode(sealed)
+    except (binascii.Error, ValueError):
+        return False
+    blocks = len(data) - _FERNET_OVERHEAD
+    return len(data) > _FERNET_OVERHEAD and data[0] == _FERNET_VERSION and blocks % _AES_BLOCK == 0
+
+
+def _entry_from_json(body: bytes) -> Entry:
+    """Validate a decoded entry field by field; CorruptEntry names the first bad one."""
     try:
         data = json.loads(body)
-        scope = data["scope"]
-        extra = data["extra"]
-        token = Token(
-            access_token=str(data["access_token"]),
-            token_type=str(data["token_type"]),
-            expires_in=float(data["expires_in"]),
-            obtained_at=0.0,
-            expires_at=0.0,
-            scope=None if scope is None else tuple(str(s) for s in scope),
-            extra=extra if isinstance(extra, dict) else {},
-        )
-        return Entry(
-            token=token,
-            obtained_wall=float(data["obtained"]),
-            expires_wall=float(data["expires"]),
-        )
-    except (ValueError, TypeError, KeyError, UnicodeDecodeError):
-        logger.warning("ignoring a malformed token entry in the shared store")
-        return None
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise CorruptEntry("it is not JSON (or nests too deep)") from None
+    if not isinstance(data, dict):
+        raise CorruptEntry("it is not a JSON object")
+    access_token = data.get("access_token")
+    token_type = data.get("token_type")
+    if not isinstance(access_token, str) or not access_token:
+        raise CorruptEntry("access_token is not a non-empty string")
+    if not isinstance(token_type, str) or not token_type:
+        raise CorruptEntry("token_type is not a non-empty string")
+    expires_in = _finite(data, "expires_in")
+    obtained = _finite(data, "obtained")
+    expires = _finite(data, "expires")
+    if expires_in <= 0 or expires <= obtained:
+        raise CorruptEntry("its lifetime is not positive")
+    scope = data.get("scope")
+    if scope is not None and not (
+        isinstance(scope, list) and all(isinstance(s, str) for s in scope)
+    ):
+        raise CorruptEntry("scope is not a list of strings")
+    extra = data.get("extra")
+    if not isinstance(extra, dict):
+        raise CorruptEntry("extra is not a JSON object")
+    token = Token(
+        access_token=access_token,
+        token_type=token_type,
+        expires_in=expires_in,
+        obtained_at=0.0,
+        expires_at=0.0,
+        scope=None if scope is None else tuple(scope),
+        extra=extra,
+    )
+    return Entry(token=token, obtained_wall=obtained, expires_wall=expires)
+
+
+def _finite(data: Mapping[str, Any], name: str) -> float:
+    """A JSON number as a finite float (a 400-digit integer or NaN is refused)."""
+    value = data.get(name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise CorruptEntry(f"{name} is not a number")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise CorruptEntry(f"{name} is out of range") from None
+    if not math.isfinite(number):
+        raise CorruptEntry(f"{name} is not finite")
+    return number
 
 
 def _multi_fernet(keys: Sequence[str | bytes]) -> MultiFernet:

@@ -20,6 +20,18 @@ whole fleet: a process whose refresh is due asks again while Redis still holds t
 token it has; that token is refused (so the process takes the lock and fetches), and the
 new token it writes is then accepted by every other process whose refresh comes due.
 
+The lock is short-lived (`lock_ttl`, 5 s by default) and renewed by its holder while its
+token request runs, so a holder that dies, or a lock taken by a request that timed out on
+our side and ran when Redis woke up, costs the fleet at most one `lock_ttl`; the process
+whose request timed out also deletes that lock at its next successful Redis operation.
+Waiters poll for at most `wait_timeout`, then make their own request.
+
+A value read from Redis is hostile input: values over 64 KiB are refused unread, the rest
+validated field by field, and a corrupt entry (or a key Redis refuses for that key alone,
+such as WRONGTYPE) counts as absent: the process takes the lock, fetches, and overwrites
+it. An entry this process cannot decrypt (during a key rotation) is left for the
+processes that can, and this process makes its own token request.
+
 Needs the asyncio event loop (asyncio or uvloop): redis-py has no trio support. Install
 with `pip install 'tokenflight[redis]'`.
 """
@@ -41,7 +53,14 @@ import anyio
 import sniffio
 
 from ._errors import ConfigurationError
-from ._redis_codec import Entry, EntryCodec, StoreDecryptionError, fingerprint
+from ._redis_codec import (
+    MAX_ENTRY_BYTES,
+    CorruptEntry,
+    Entry,
+    EntryCodec,
+    StoreDecryptionError,
+    fingerprint,
+)
 from ._token import Token
 
 if TYPE_CHECKING:
@@ -57,12 +76,39 @@ T = TypeVar("T")
 #: A stored token is handed out only with more than this fraction of its lifetime left.
 MIN_REMAINING_FRACTION: Final = 0.1
 
+# Take the lock (1), or find it held (0). A lock without expiry was never written by
+# tokenflight (or is not even a string): it is replaced (2), else it would block forever.
+_TAKE_LOCK = """
+local replaced = 0
+if redis.call('PTTL', KEYS[1]) == -1 then
+    redis.call('DEL', KEYS[1])
+    replaced = 1
+end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+    return 1 + replaced
+end
+return 0
+"""
+
 _COMPARE_AND_DELETE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
     return redis.call('DEL', KEYS[1])
 end
 return 0
 """
+
+_COMPARE_AND_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+#: Locks taken by requests that timed out, remembered for deletion (oldest dropped first).
+MAX_ORPHANS: Final = 1024
+
+# Errors Redis reports about one key: that key is treated as absent, the store stays up.
+_PER_KEY_CODES: Final = frozenset({"WRONGTYPE", "NOPERM"})
 
 
 class _Unset(Enum):
@@ -71,6 +117,21 @@ class _Unset(Enum):
 
 class _Unavailable(Exception):
     """Redis did not answer in time (internal: the caller falls back)."""
+
+
+class _KeyRefused(Exception):
+    """Redis refused an operation on one key, such as WRONGTYPE (internal)."""
+
+
+class _Unreadable(Exception):
+    """The stored entry is sealed with a key this process lacks (internal)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Scripts:
+    take: AsyncScript
+    unlock: AsyncScript
+    renew: AsyncScript
 
 
 @final
@@ -83,10 +144,13 @@ class RedisStoreStatistics:
         fetches: Token requests this process made (calls of `fetch_new`).
         fetches_avoided: Store hits that waited for another process's request to land.
         fallbacks: Token requests made without the fleet-wide lock, because Redis was
-            unavailable or the lock holder never delivered.
+            unavailable, refused the key's lock, the lock holder did not deliver within
+            `wait_timeout`, or the stored entry was unreadable.
         lock_takeovers: Locks taken after the previous holder left without writing a token
             (it died, or its request failed).
         outages: Times Redis became unavailable.
+        unreadable: Stored entries this process could not decrypt (sealed with a key it
+            lacks); each time, it made its own token request and left the entry alone.
         redis_available: Whether Redis answered the last time it was asked.
     """
 
@@ -96,6 +160,7 @@ class RedisStoreStatistics:
     fallbacks: int = 0
     lock_takeovers: int = 0
     outages: int = 0
+    unreadable: int = 0
     redis_available: bool = True
 
 
@@ -118,7 +183,11 @@ class RedisTokenStore:
 
     If Redis is down or slow, token delivery goes on: each process asks the identity
     provider itself (a warning is logged once per outage), and sharing resumes when Redis
-    answers again.
+    answers again. A corrupt entry, or one key that Redis refuses (WRONGTYPE), affects
+    that key only: it counts as absent and is overwritten. An entry this process cannot
+    decrypt (during a key rotation) makes it ask the identity provider itself for that
+    key, leaving the entry to the processes that can read it (a warning once per key,
+    counted in `stats().unreadable`).
 
     Args:
         client: A `redis.asyncio.Redis` (not closed by the store; give it short socket
@@ -129,9 +198,13 @@ class RedisTokenStore:
         encryption_keys: Fernet keys (`cryptography.fernet.Fernet.generate_key()`), newest
             first. Tokens are written encrypted with the first and read with any. None
             stores tokens in the clear.
-        lock_ttl: Seconds a fleet-wide lock lives; if its holder dies, another process
-            takes over after this. Keep it above the manager's fetch budget
-            (`RetryPolicy.total_timeout`, 30 s by default).
+        lock_ttl: Seconds a fleet-wide lock lives unless its holder renews it (every
+            `lock_ttl / 3` while its token request runs). A holder that dies, or a lock
+            orphaned by a request that timed out, delays the others by at most this. Keep
+            it above a few times `timeout + connect_timeout`.
+        wait_timeout: Longest wait for another process's token before making our own
+            request. Keep it at the manager's fetch budget (`RetryPolicy.total_timeout`,
+            30 s by default).
         timeout: Seconds to wait for a Redis answer before falling back.
         connect_timeout: Seconds to wait for a connection to Redis.
         poll_interval: Longest pause between looks while another process fetches.
@@ -148,7 +221,8 @@ class RedisTokenStore:
         *,
         prefix: str = "tokenflight:",
         encryption_keys: Sequence[str | bytes] | None = None,
-        lock_ttl: float = 35.0,
+        lock_ttl: float = 5.0,
+        wait_timeout: float = 30.0,
         timeout: float = 0.5,
         connect_timeout: float = 0.5,
         poll_interval: float = 0.05,
@@ -159,6 +233,7 @@ class RedisTokenStore:
             raise ConfigurationError("prefix must be a string")
         for name, value in (
             ("lock_ttl", lock_ttl),
+            ("wait_timeout", wait_timeout),
             ("timeout", timeout),
             ("connect_timeout", connect_timeout),
             ("poll_interval", poll_interval),
@@ -171,11 +246,17 @@ class RedisTokenStore:
         self._prefix = prefix
         self._lock_ms = max(1, round(lock_ttl * 1000))
         self._lock_ttl = float(lock_ttl)
+        self._wait_timeout = float(wait_timeout)
         self._guard = float(timeout + connect_timeout)
         self._poll = float(poll_interval)
         self._retry_interval = float(retry_interval)
+        exceptions = redis_module.exceptions
+        self._refusals: tuple[type[BaseException], ...] = (
+            exceptions.ResponseError,
+            UnicodeDecodeError,  # a client made with decode_responses=True, reading garbage
+        )
         self._errors: tuple[type[BaseException], ...] = (
-            redis_module.exceptions.RedisError,
+            exceptions.RedisError,
             OSError,
             TimeoutError,
         )
@@ -193,19 +274,21 @@ class RedisTokenStore:
                 "retry": redis_module.asyncio.retry.Retry(
                     redis_module.backoff.NoBackoff(),
                     1,
-                    supported_errors=(redis_module.exceptions.ConnectionError,),
+                    supported_errors=(exceptions.ConnectionError,),
                 ),
             }
         else:
             self._redis = client
             self._where = _describe_client(client)
-        self._unlock: AsyncScript | None = None
+        self._scripts: _Scripts | None = None
         self._held: dict[str, _Held] = {}
         self._remembered = 0
+        self._orphans: dict[tuple[str, str], None] = {}  # (lock, owner), oldest first
+        self._warned: set[tuple[str, str]] = set()  # (problem, Redis key)
         self._down = False
         self._retry_at = 0.0
         self._hits = self._fetches = self._avoided = 0
-        self._fallbacks = self._takeovers = self._outages = 0
+        self._fallbacks = self._takeovers = self._outages = self._unreadable = 0
 
     def __repr__(self) -> str:
         return (
@@ -222,6 +305,7 @@ class RedisTokenStore:
             fallbacks=self._fallbacks,
             lock_takeovers=self._takeovers,
             outages=self._outages,
+            unreadable=self._unreadable,
             redis_available=not self._down,
         )
 
@@ -246,7 +330,6 @@ class RedisTokenStore:
 
         Raises:
             ConfigurationError: Not running on asyncio.
-            StoreDecryptionError: The stored token is encrypted with a key we lack.
             TokenError: From `fetch_new`.
         """
         client = self._client()
@@ -256,11 +339,24 @@ class RedisTokenStore:
         held = self._held_for(key, current)
         try:
             entry = await self._read(client, name)
+            await self._release_orphans(client)
             if self._is_usable(entry, held, min_ttl):
                 assert entry is not None
                 return self._hit(key, entry, waited=False)
             return await self._fetch_locked(client, key, name, fetch_new, min_ttl, held)
         except _Unavailable:
+            return await self._fallback(key, fetch_new)
+        except _Unreadable:
+            self._note_unreadable(name)
+            return await self._fallback(key, fetch_new)
+        except _KeyRefused as exc:
+            self._warn_once(
+                "lock",
+                name,
+                "Redis refused the fleet-wide lock %s:lock (%s); fetching without it",
+                name,
+                exc,
+            )
             return await self._fallback(key, fetch_new)
 
     async def invalidate(self, key: str, access_token: str) -> None:
@@ -270,21 +366,23 @@ class RedisTokenStore:
         client = self._client()
         name = self._prefix + key
         try:
-            raw = await self._call(client.get(name))
-            if raw is None:
+            raw = await self._call(client.getrange(name, 0, MAX_ENTRY_BYTES))
+            if not raw:
                 return
             try:
                 entry = self._codec.decode(raw)
             except StoreDecryptionError:
                 return
+            except CorruptEntry:
+                entry = None
             if entry is None or entry.token.access_token == access_token:
-                await self._call(self._script(client)(keys=[name], args=[raw]))
-        except _Unavailable:
+                await self._call(self._script(client).unlock(keys=[name], args=[raw]))
+        except (_Unavailable, _KeyRefused):
             pass
 
     async def aclose(self) -> None:
         """Close the Redis client if the store made it (from a URL)."""
-        client, self._unlock = self._redis, None
+        client, self._scripts = self._redis, None
         if self._owned and client is not None:
             self._redis = None
             await client.aclose()
@@ -300,23 +398,23 @@ class RedisTokenStore:
         min_ttl: float,
         held: _Held | None,
     ) -> Token:
-        """Take the key's lock and fetch, or wait for the holder's token to land."""
+        """Take the key's lock and fetch, or wait (at most wait_timeout) for the holder's."""
         lock = name + ":lock"
         owner = secrets.token_hex(16)
-        deadline = anyio.current_time() + 2 * self._lock_ttl
+        deadline = anyio.current_time() + self._wait_timeout
         delay = self._poll / 8
         waited = False
         while True:
-            if await self._call(client.set(lock, owner, nx=True, px=self._lock_ms)):
+            if await self._take_lock(client, lock, owner):
                 return await self._fetch_holding(
                     client, key, name, lock, owner, fetch_new, min_ttl, held, waited=waited
                 )
             waited = True
             if anyio.current_time() >= deadline:
                 logger.warning(
-                    "gave up waiting for another process's token after %.1fs; fetching "
-                    "without the fleet-wide lock",
-                    2 * self._lock_ttl,
+                    "gave up waiting for another process's token after %.1fs (wait_timeout); "
+                    "fetching without the fleet-wide lock",
+                    self._wait_timeout,
                 )
                 return await self._fallback(key, fetch_new)
             await anyio.sleep(delay * random.uniform(0.5, 1.0))
@@ -348,13 +446,74 @@ class RedisTokenStore:
             if waited:
                 self._takeovers += 1
             self._fetches += 1
-            token = await fetch_new()
+            token = await self._fetch_renewing(client, lock, owner, fetch_new)
             await self._write(client, key, name, token)
             return token
         finally:
-            # On trouble the lock expires by itself.
-            with anyio.CancelScope(shield=True), contextlib.suppress(_Unavailable):
-                await self._call(self._script(client)(keys=[lock], args=[owner]))
+            with anyio.CancelScope(shield=True):
+                await self._unlock(client, lock, owner)
+
+    async def _fetch_renewing(
+        self, client: Redis, lock: str, owner: str, fetch_new: Callable[[], Awaitable[Token]]
+    ) -> Token:
+        """Call `fetch_new()` while a child task renews the lock; its errors come out bare.
+
+        An exception raised in a task group's body comes out wrapped in an ExceptionGroup,
+        so the outcome is caught inside and raised again outside the group.
+        """
+        outcome: Token | Exception
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._renew, client, lock, owner)
+            try:
+                outcome = await fetch_new()
+            except Exception as exc:
+                outcome = exc
+            tg.cancel_scope.cancel()
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    async def _renew(self, client: Redis, lock: str, owner: str) -> None:
+        """Every lock_ttl/3, extend the lock by lock_ttl while it is still ours."""
+        while True:
+            await anyio.sleep(self._lock_ttl / 3)
+            try:
+                renewed = await self._call(
+                    self._script(client).renew(keys=[lock], args=[owner, self._lock_ms])
+                )
+            except (_Unavailable, _KeyRefused):
+                continue  # the lock lives lock_ttl from its last renewal: try again
+            if not renewed:
+                return  # it expired (Redis stalled): another process may be fetching too
+
+    async def _take_lock(self, client: Redis, lock: str, owner: str) -> bool:
+        """Try to take the lock once. A try that times out may still take it when Redis
+        wakes up: that (lock, owner) is remembered and released at the next chance."""
+        try:
+            taken = await self._call(
+                self._script(client).take(keys=[lock], args=[owner, self._lock_ms])
+            )
+        except _Unavailable:
+            self._remember_orphan(lock, owner)
+            raise
+        if taken == 2:
+            self._warn_once("lock", lock, "replaced %s, a lock without expiry", lock)
+        return bool(taken)
+
+    async def _unlock(self, client: Redis, lock: str, owner: str) -> None:
+        try:
+            await self._call(self._script(client).unlock(keys=[lock], args=[owner]))
+        except _Unavailable:
+            self._remember_orphan(lock, owner)  # it expires by itself, or goes next time
+        except _KeyRefused:
+            pass
+
+    async def _release_orphans(self, client: Redis) -> None:
+        """Delete the locks this process may hold from requests that timed out."""
+        for lock, owner in list(self._orphans):
+            with contextlib.suppress(_KeyRefused):
+                await self._call(self._script(client).unlock(keys=[lock], args=[owner]))
+            self._orphans.pop((lock, owner), None)
 
     async def _fallback(self, key: str, fetch_new: Callable[[], Awaitable[Token]]) -> Token:
         self._fallbacks += 1
@@ -364,8 +523,25 @@ class RedisTokenStore:
         return token
 
     async def _read(self, client: Redis, name: str) -> Entry | None:
-        raw = await self._call(client.get(name))
-        return None if raw is None else self._codec.decode(raw)
+        """The stored entry; None if absent or corrupt (logged). Raises _Unreadable."""
+        try:
+            # At most MAX_ENTRY_BYTES + 1 bytes: a larger value is refused unread.
+            raw = await self._call(client.getrange(name, 0, MAX_ENTRY_BYTES))
+            entry = self._codec.decode(raw)
+        except (_KeyRefused, CorruptEntry) as exc:
+            self._warn_once(
+                "corrupt",
+                name,
+                "ignoring the entry %s in the shared store: %s; it is replaced by a new token",
+                name,
+                exc,
+            )
+            return None
+        except StoreDecryptionError as exc:
+            raise _Unreadable from exc
+        if self._warned:
+            self._warned.difference_update({("corrupt", name), ("unreadable", name)})
+        return entry
 
     async def _write(self, client: Redis, key: str, name: str, token: Token) -> None:
         now = _now()
@@ -374,7 +550,7 @@ class RedisTokenStore:
         if entry.remaining(now["wall_now"]) <= 0:
             return
         # On trouble the token is still delivered; the next process fetches its own.
-        with contextlib.suppress(_Unavailable):
+        with contextlib.suppress(_Unavailable, _KeyRefused):
             await self._call(
                 client.set(name, self._codec.encode(entry), pxat=int(entry.expires_wall * 1000))
             )
@@ -414,6 +590,32 @@ class RedisTokenStore:
             return None
         return held
 
+    def _note_unreadable(self, name: str) -> None:
+        self._unreadable += 1
+        self._warn_once(
+            "unreadable",
+            name,
+            "cannot decrypt the token stored at %s with this process's encryption_keys; "
+            "asking the identity provider directly for that key and leaving the entry to the "
+            "processes that can read it (check that every process has the same keys, newest "
+            "first, and that retired keys stay listed until their tokens expire)",
+            name,
+        )
+
+    def _remember_orphan(self, lock: str, owner: str) -> None:
+        if len(self._orphans) >= MAX_ORPHANS:
+            del self._orphans[next(iter(self._orphans))]
+        self._orphans[lock, owner] = None
+
+    def _warn_once(self, problem: str, name: str, message: str, *args: object) -> None:
+        """Log a warning once per (problem, key) until the key reads well again."""
+        if (problem, name) in self._warned:
+            return
+        if len(self._warned) >= 4096:
+            self._warned.clear()
+        self._warned.add((problem, name))
+        logger.warning(message, *args)
+
     def _remember(self, key: str, entry: Entry) -> None:
         self._held[key] = _Held(
             fingerprint(entry.token.access_token), entry.obtained_wall, entry.expires_wall
@@ -437,23 +639,38 @@ class RedisTokenStore:
             self._redis = _import_redis().asyncio.Redis.from_url(self._url, **self._client_options)
         return self._redis
 
-    def _script(self, client: Redis) -> AsyncScript:
-        if self._unlock is None:
-            self._unlock = client.register_script(_COMPARE_AND_DELETE)
-        return self._unlock
+    def _script(self, client: Redis) -> _Scripts:
+        if self._scripts is None:
+            self._scripts = _Scripts(
+                take=client.register_script(_TAKE_LOCK),
+                unlock=client.register_script(_COMPARE_AND_DELETE),
+                renew=client.register_script(_COMPARE_AND_RENEW),
+            )
+        return self._scripts
 
     async def _call(self, operation: Awaitable[T]) -> T:
-        """Await one Redis operation; on any trouble, note the outage and raise _Unavailable."""
+        """Await one Redis operation. A refusal about one key raises _KeyRefused; any other
+        trouble notes an outage and raises _Unavailable."""
         try:
             with anyio.fail_after(self._guard):
                 result = await operation
+        except self._refusals as exc:
+            code = _per_key_code(exc)
+            if code is None:
+                self._mark_down(exc)
+                raise _Unavailable from exc
+            self._mark_up()
+            raise _KeyRefused(code) from exc
         except self._errors as exc:
             self._mark_down(exc)
             raise _Unavailable from exc
+        self._mark_up()
+        return result
+
+    def _mark_up(self) -> None:
         if self._down:
             self._down = False
             logger.info("Redis at %s is available again: sharing tokens again", self._where)
-        return result
 
     def _mark_down(self, exc: BaseException) -> None:
         self._retry_at = anyio.current_time() + self._retry_interval
@@ -471,6 +688,17 @@ class RedisTokenStore:
 
 def _now() -> dict[str, float]:
     return {"loop_now": anyio.current_time(), "wall_now": time.time()}
+
+
+def _per_key_code(exc: BaseException) -> str | None:
+    """The error code of a refusal about one key (WRONGTYPE, NOPERM, undecodable bytes);
+    None for one about the whole server (OOM, READONLY, BUSY ...)."""
+    if isinstance(exc, UnicodeDecodeError):
+        return "undecodable value"
+    if isinstance(exc, _import_redis().exceptions.NoPermissionError):
+        return "NOPERM"  # ACLs deny this key
+    code = str(exc).split(" ", 1)[0]
+    return code if code in _PER_KEY_CODES else None
 
 
 def _backend() -> str | None:
