@@ -143,3 +143,28 @@ def test_demo_summary(capsys):
     assert int(match.group(2)) == 8
     assert 8 <= int(match.group(1)) <= 12
     assert re.search(r"^\s*errors\s+0$", out, re.MULTILINE)
+
+
+@pytest.mark.parametrize("spec", ["S3CR3T-no-colon", ":S3CR3T-no-id", "acme:"])
+def test_idp_client_errors_never_print_the_secret(spec, capsys):
+    """A malformed `idp --client` exits 2 without echoing the argument's secret."""
+    assert main(["idp", "--client", spec], out=StringIO()) == 2
+    captured = capsys.readouterr()
+    assert "ID:SECRET" in captured.err
+    assert "S3CR3T" not in captured.out + captured.err
+    if spec == "acme:":
+        assert "'acme'" in captured.err  # the client id, alone, helps find the mistake
+
+
+@pytest.mark.parametrize(
+    "url", ["htps://user:S3CR3T-pw@idp.example/token", "ftp://user:S3CR3T-pw@idp.example/t"]
+)
+def test_token_url_password_is_not_printed(url, tmp_path, monkeypatch, capsys):
+    """A token_url with a password in it is reported without the password."""
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    config = write_config(tmp_path, url, client_secret_env=SECRET_ENV)
+    code, out = run("token", "acme", "--config", str(config))
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "S3CR3T" not in out + captured.out + captured.err
+    assert "user:***@idp.example" in captured.err

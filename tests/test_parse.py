@@ -80,6 +80,63 @@ def test_unusable_bodies_are_malformed(body, needle):
     assert URL in str(info.value)
 
 
+TOKEN = "tok-" + "a1b2c3d4" * 3
+
+
+@pytest.mark.parametrize(
+    ("access_token", "needle"),
+    [
+        (TOKEN + "\r" + TOKEN, "a CR (U+000D)"),
+        (TOKEN + "\nX-Injected: 1", "an LF (U+000A)"),
+        (TOKEN + "\0", "a NUL (U+0000)"),
+        (TOKEN + "\x7f", "a DEL (U+007F)"),
+        (TOKEN + "\t", "a control character (U+0009)"),
+        (TOKEN + "é", "a non-ASCII character (U+00E9)"),
+        ("", "without an access_token"),
+    ],
+)
+def test_access_token_outside_vschar_is_refused(access_token, needle):
+    """An access_token with CR, LF, NUL, DEL, non-ASCII (or empty) is refused, never quoted."""
+    body = json.dumps({"access_token": access_token, "token_type": "Bearer"}).encode()
+    with pytest.raises(MalformedTokenResponse) as info:
+        parse_token_response(body, started_at=0.0, endpoint=URL)
+    message = str(info.value)
+    assert needle in message
+    assert "access_token" in message
+    assert TOKEN not in message
+
+
+@pytest.mark.parametrize("token_type", ["Bearer\r\n", "Bear\0er", "Bearer\x7f", "Béarer", ""])
+def test_token_type_outside_vschar_is_refused(token_type):
+    """A token_type with control or non-ASCII characters (or empty) is refused, not quoted."""
+    body = json.dumps({"access_token": TOKEN, "token_type": token_type}).encode()
+    with pytest.raises(MalformedTokenResponse) as info:
+        parse_token_response(body, started_at=0.0, endpoint=URL)
+    message = str(info.value)
+    assert "token_type" in message
+    assert TOKEN not in message
+    assert token_type not in message if token_type else "is empty" in message
+
+
+@pytest.mark.anyio
+async def test_token_with_crlf_is_never_cached(idp, no_retry_wait):
+    """A token response whose access_token holds CR LF fails the fetch; nothing is cached."""
+    from tokenflight import TokenManager
+    from tokenflight.testing import Fault
+
+    bad = json.dumps({"access_token": TOKEN + "\r\nX-A: b", "expires_in": 3600}).encode()
+    creds = ClientCredentials(
+        token_url=idp.token_url, client_id="acme", client_secret=idp.clients["acme"].secret
+    )
+    async with TokenManager(retry=RetryPolicy(attempts=1, cooldown=0)) as tokens:
+        tokens.register("acme", creds)
+        idp.inject(Fault(status=200, body=bad), count=1)
+        with pytest.raises(MalformedTokenResponse) as info:
+            await tokens.get_token("acme")
+        assert TOKEN not in str(info.value)
+        assert (await tokens.get_token("acme")).access_token != TOKEN
+
+
 @pytest.mark.parametrize("token_type", ["MAC", "DPoP", "N_A", 7, None])
 def test_token_type_other_than_bearer_is_refused(token_type):
     """A token_type that is not Bearer is a clear MalformedTokenResponse naming the type."""

@@ -112,3 +112,57 @@ async def test_token_and_credentials_reprs_hide_values():
                 assert secret not in text
                 assert token.access_token not in text
             assert "acme" in repr(good)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://user:S3CR3T@idp.example/t?q=1", "https://user:***@idp.example/t?q=1"),
+        ("htps://user:S3CR3T@idp.example:8443/t", "htps://user:***@idp.example:8443/t"),
+        ("https://:S3CR3T@idp.example/t", "https://:***@idp.example/t"),
+        ("http://[::1:S3CR3T@x/t", "***@x/t"),  # not a URL urlsplit reads
+        ("https://user@idp.example/t", "https://user@idp.example/t"),
+        ("https://idp.example/t", "https://idp.example/t"),
+    ],
+)
+def test_redact_url_hides_the_password(url, shown):
+    """redact_url shows a URL's userinfo password as *** and keeps the rest."""
+    from tokenflight._redact import redact_url
+
+    assert redact_url(url) == shown
+
+
+@pytest.mark.parametrize("field", ["token_url", "issuer"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "htps://user:S3CR3T@idp.example/token",
+        "https://user:S3CR3T@idp.example/token",
+        "http://user:S3CR3T@idp.example/token",
+    ],
+)
+def test_configuration_errors_never_quote_a_url_password(field, url):
+    """A token_url or issuer with a password is refused with a message that omits it."""
+    from tokenflight import ConfigurationError
+
+    kwargs = {field: url}
+    with pytest.raises(ConfigurationError) as info:
+        ClientCredentials(client_id="acme", client_secret="x", **kwargs)
+    assert "S3CR3T" not in str(info.value)
+    assert field in str(info.value)
+
+
+def test_discovered_token_endpoint_password_is_not_quoted():
+    """Metadata naming a token_endpoint with a password is refused without quoting it."""
+    from tokenflight import ConfigurationError
+    from tokenflight._discovery import _parse
+
+    document = {"issuer": "https://idp.example", "token_endpoint": "htps://u:S3CR3T@idp.example/t"}
+    with pytest.raises(ConfigurationError) as info:
+        _parse(document, "https://idp.example", "https://idp.example/.well-known/x", False)
+    assert "S3CR3T" not in str(info.value)
+    assert "u:***@idp.example" in str(info.value)
+    document = {"issuer": "https://u:S3CR3T@evil.example"}
+    with pytest.raises(ConfigurationError) as info:
+        _parse(document, "https://idp.example", "https://idp.example/.well-known/x", False)
+    assert "S3CR3T" not in str(info.value)

@@ -194,7 +194,11 @@ async def _serve_idp(args: argparse.Namespace, out: TextIO) -> None:
     for spec in args.client or ["demo-client:demo-secret"]:
         client_id, sep, secret = spec.partition(":")
         if not sep or not client_id or not secret:
-            raise ConfigurationError(f"--client {client_id!r}: write it as ID:SECRET")
+            # Without a colon the whole argument may be the secret: quote nothing of it.
+            shown = f" for client {client_id!r}" if sep and client_id else ""
+            raise ConfigurationError(
+                f"--client{shown}: write it as ID:SECRET (a client id, a colon, the secret)"
+            )
         idp.add_client(client_id, secret)
     async with anyio.create_task_group() as tg:
         url = await tg.start(idp.serve_forever)

@@ -10,6 +10,7 @@ from typing import Any, Literal, final, get_args
 from urllib.parse import urlsplit
 
 from ._errors import ConfigurationError
+from ._redact import redact_url
 
 __all__ = ["AuthMethod", "ClientCredentials", "RefreshPolicy", "RetryPolicy"]
 
@@ -44,13 +45,13 @@ def is_loopback(host: str) -> bool:
 def _check_url(name: str, url: str, *, allow_http: bool) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ConfigurationError(f"{name} {url!r} is not an absolute http(s) URL")
+        raise ConfigurationError(f"{name} {redact_url(url)!r} is not an absolute http(s) URL")
     if parts.username or parts.password:
         raise ConfigurationError(f"{name} must not carry credentials in the URL")
     if parts.scheme == "http" and not (allow_http or is_loopback(parts.hostname)):
         raise ConfigurationError(
-            f"{name} {url!r} uses plain http: credentials would cross the network in clear. "
-            "Use https, or set allow_insecure_http=True for a trusted network."
+            f"{name} {redact_url(url)!r} uses plain http: credentials would cross the network "
+            "in clear. Use https, or set allow_insecure_http=True for a trusted network."
         )
 
 

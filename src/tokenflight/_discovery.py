@@ -29,6 +29,7 @@ from ._errors import (
 from ._flight import SingleFlight
 from ._http import DECODING_ERRORS, TRANSPORT_ERRORS
 from ._read import read_bounded
+from ._redact import redact_url
 
 __all__ = ["Discovery", "ServerMetadata", "metadata_urls"]
 
@@ -135,8 +136,8 @@ class Discovery:
             if document is not None:
                 return _parse(document, issuer, url, allow_http)
         raise ConfigurationError(
-            f"issuer {issuer} publishes no authorization server metadata (RFC 8414 or OpenID "
-            "Connect discovery); set token_url instead"
+            f"issuer {redact_url(issuer)} publishes no authorization server metadata (RFC 8414 "
+            "or OpenID Connect discovery); set token_url instead"
         )
 
     async def _get(self, url: str) -> dict[str, Any] | None:
@@ -151,39 +152,48 @@ class Discovery:
                     return None
                 if status == 429 or status >= 500:
                     raise TokenEndpointUnavailable(
-                        f"metadata {url} answered HTTP {status}", endpoint=url, status_code=status
+                        f"metadata {redact_url(url)} answered HTTP {status}",
+                        endpoint=url,
+                        status_code=status,
                     )
                 if status != 200:
                     raise MalformedTokenResponse(
-                        f"metadata {url} answered HTTP {status}", status_code=status
+                        f"metadata {redact_url(url)} answered HTTP {status}", status_code=status
                     )
                 body = await read_bounded(
-                    response, limit=MAX_METADATA_BYTES, what=f"metadata {url}"
+                    response, limit=MAX_METADATA_BYTES, what=f"metadata {redact_url(url)}"
                 )
         except TRANSPORT_ERRORS as exc:
             raise TokenEndpointUnavailable(
-                f"could not fetch metadata {url}: {type(exc).__name__}", endpoint=url
+                f"could not fetch metadata {redact_url(url)}: {type(exc).__name__}", endpoint=url
             ) from exc
         except DECODING_ERRORS as exc:
-            raise MalformedTokenResponse(f"metadata {url} could not be decoded") from exc
+            raise MalformedTokenResponse(
+                f"metadata {redact_url(url)} could not be decoded"
+            ) from exc
         try:
             document = json.loads(body)
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # deep nesting too
-            raise MalformedTokenResponse(f"metadata {url} is not JSON", status_code=status) from exc
+            raise MalformedTokenResponse(
+                f"metadata {redact_url(url)} is not JSON", status_code=status
+            ) from exc
         if not isinstance(document, dict):
-            raise MalformedTokenResponse(f"metadata {url} is not a JSON object", status_code=status)
+            raise MalformedTokenResponse(
+                f"metadata {redact_url(url)} is not a JSON object", status_code=status
+            )
         return document
 
 
 def _parse(document: dict[str, Any], issuer: str, url: str, allow_http: bool) -> ServerMetadata:
     if document.get("issuer") != issuer:
         raise ConfigurationError(
-            f"metadata at {url} names issuer {str(document.get('issuer'))[:200]!r}, not the "
-            f"configured {issuer!r} (RFC 8414 section 3.3): refusing it"
+            f"metadata at {redact_url(url)} names issuer "
+            f"{redact_url(str(document.get('issuer'))[:200])!r}, not the configured "
+            f"{redact_url(issuer)!r} (RFC 8414 section 3.3): refusing it"
         )
     token_endpoint = document.get("token_endpoint")
     if not isinstance(token_endpoint, str):
-        raise ConfigurationError(f"metadata at {url} has no token_endpoint")
+        raise ConfigurationError(f"metadata at {redact_url(url)} has no token_endpoint")
     _check_url("token_endpoint", token_endpoint, allow_http=allow_http)
     methods = document.get("token_endpoint_auth_methods_supported")
     aliases = document.get("mtls_endpoint_aliases")

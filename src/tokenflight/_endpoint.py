@@ -28,6 +28,7 @@ from ._errors import (
 )
 from ._http import DECODING_ERRORS, TRANSPORT_ERRORS
 from ._read import read_bounded
+from ._redact import RedactedDict, redact_url
 from ._token import (
     SUPPORTED_TOKEN_TYPES,
     Token,
@@ -59,9 +60,15 @@ class TokenRequest:
 def build_form(
     creds: ClientCredentials, request: TokenRequest, *, method: str | None = None
 ) -> tuple[dict[str, str | list[str]], dict[str, str]]:
-    """The form fields and headers of a token request (`method` overrides `auth_method`)."""
-    form: dict[str, str | list[str]] = {"grant_type": "client_credentials"}
-    headers = {"Accept": "application/json", "Accept-Encoding": "gzip, deflate"}
+    """The form fields and headers of a token request (`method` overrides `auth_method`).
+
+    Both are `RedactedDict`s: the secret, the Basic value and the assertion they carry stay
+    out of the locals an error reporter records from every frame they pass through.
+    """
+    form: dict[str, str | list[str]] = RedactedDict(grant_type="client_credentials")
+    headers: dict[str, str] = RedactedDict(
+        {"Accept": "application/json", "Accept-Encoding": "gzip, deflate"}
+    )
     method = method or creds.auth_method or "client_secret_basic"
     apply_client_auth(creds, method, creds.token_url or "", form, headers)
     if request.scopes:
@@ -146,7 +153,7 @@ class TokenEndpoint:
         except TokenRequestRefused as exc:
             if exc.error != "invalid_client":
                 raise
-            logger.info("token endpoint %s refused Basic; trying the form body", url)
+            logger.info("token endpoint %s refused Basic; trying the form body", redact_url(url))
             token = await self.fetch_with(creds, request, "client_secret_post", dpop=dpop)
             method = "client_secret_post"
         self._auto_methods[url] = method
@@ -209,7 +216,7 @@ class TokenEndpoint:
             ) from exc
         except TimeoutError as exc:
             raise TokenEndpointUnavailable(
-                f"token endpoint {url} gave no token within the retry budget of "
+                f"token endpoint {redact_url(url)} gave no token within the retry budget of "
                 f"{policy.total_timeout}s ({attempts} attempt(s))",
                 endpoint=url,
                 attempts=attempts,
@@ -226,7 +233,7 @@ class TokenEndpoint:
         client: httpx.AsyncClient,
     ) -> Token:
         started = self._clock()
-        logger.debug("token request to %s (attempt %d)", url, attempt)
+        logger.debug("token request to %s (attempt %d)", redact_url(url), attempt)
         try:
             # Redirects are refused whatever the client's own setting: they would carry the
             # credentials to another address.
@@ -234,16 +241,16 @@ class TokenEndpoint:
                 "POST", url, data=form, headers=headers, follow_redirects=False
             ) as response:
                 body = await read_bounded(
-                    response, limit=MAX_BODY_BYTES, what=f"token endpoint {url}"
+                    response, limit=MAX_BODY_BYTES, what=f"token endpoint {redact_url(url)}"
                 )
         except TRANSPORT_ERRORS as exc:
             raise _Retryable(
-                f"could not reach token endpoint {url}: {_describe(exc)}",
+                f"could not reach token endpoint {redact_url(url)}: {_describe(exc)}",
                 endpoint=url,
             ) from exc
         except DECODING_ERRORS as exc:  # a RequestError, but not a transport one
             raise MalformedTokenResponse(
-                f"token endpoint {url} sent a body that could not be decoded: {exc}",
+                f"token endpoint {redact_url(url)} sent a body that could not be decoded: {exc}",
             ) from exc
         if dpop is not None:
             dpop.nonces.observe(url, response.headers)
@@ -265,30 +272,32 @@ class TokenEndpoint:
                 body,
                 status=status,
                 started_at=started,
-                endpoint=url,
+                endpoint=redact_url(url),
                 default_lifetime=self._refresh.default_lifetime,
                 max_lifetime=self._refresh.max_lifetime,
                 token_types=token_types,
             )
-            logger.debug("token from %s, lifetime %.0fs", url, token.expires_in)
+            logger.debug("token from %s, lifetime %.0fs", redact_url(url), token.expires_in)
             return token
         if 300 <= status < 400:
+            location = redact_url(response.headers.get("location", "(no location)"))
             raise ConfigurationError(
-                f"token endpoint {url} answered HTTP {status} redirecting to "
-                f"{response.headers.get('location', '(no location)')!r}; tokenflight does not "
-                "follow redirects with credentials: set token_url to the final address"
+                f"token endpoint {redact_url(url)} answered HTTP {status} redirecting to "
+                f"{location!r}; tokenflight does not follow redirects with credentials: set "
+                "token_url to the final address"
             )
         if status == 429 or status >= 500:
             raise _Retryable(
-                f"token endpoint {url} answered HTTP {status}",
+                f"token endpoint {redact_url(url)} answered HTTP {status}",
                 endpoint=url,
                 status_code=status,
                 retry_after=parse_retry_after(response.headers.get("retry-after")),
             )
         if 400 <= status < 500:
-            raise parse_error(status, body, url)
+            raise parse_error(status, body, redact_url(url))
         raise MalformedTokenResponse(
-            f"token endpoint {url} answered an unexpected HTTP {status}", status_code=status
+            f"token endpoint {redact_url(url)} answered an unexpected HTTP {status}",
+            status_code=status,
         )
 
 

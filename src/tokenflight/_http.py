@@ -7,6 +7,7 @@ against httpx's types and takes the error classes of both from here.
 
 from __future__ import annotations
 
+import functools
 import os
 import ssl
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, get_args
@@ -15,6 +16,7 @@ import httpx
 import sniffio
 
 from ._errors import ConfigurationError
+from ._redact import cut_frames_holding
 
 if TYPE_CHECKING:
     import httpx2
@@ -130,6 +132,7 @@ def _has_aiohttp_transport() -> bool:
     return True
 
 
+@functools.cache
 def _aiohttp_transport_class() -> type[Any]:
     try:
         from httpx_aiohttp.httpx2 import AiohttpTransport
@@ -137,7 +140,37 @@ def _aiohttp_transport_class() -> type[Any]:
         raise ConfigurationError(
             "http='aiohttp' needs the aiohttp transport: pip install 'tokenflight[aiohttp]'"
         ) from exc
-    return AiohttpTransport
+
+    class Transport(AiohttpTransport):
+        """aiohttp's transport, its errors without the frames that hold a request's secrets.
+
+        aiohttp's session and the transport keep the request's headers and body as plain
+        locals; an error reporter would record them (the Authorization value, the form
+        with the client secret). Those frames are cut from the errors' tracebacks.
+        """
+
+        async def handle_async_request(self, request: Any) -> Any:
+            try:
+                return await super().handle_async_request(request)
+            except Exception as exc:
+                cut_frames_holding(exc, request_secrets(request))
+                raise
+
+    return Transport
+
+
+#: Headers whose values are credentials.
+_SECRET_HEADERS = ("authorization", "proxy-authorization", "dpop", "cookie")
+
+
+def request_secrets(request: Any) -> list[str]:
+    """The credentials an httpx or httpx2 request carries: secret headers, and its body."""
+    found = [value for name in _SECRET_HEADERS for value in request.headers.get_list(name)]
+    try:
+        body: bytes = request.content
+    except RuntimeError:  # RequestNotRead: a streamed body, which no frame holds whole
+        return found
+    return [*found, body.decode("latin-1")]
 
 
 def pool_admission(limits: httpx.Limits) -> int:

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ._errors import MalformedTokenResponse
+from ._redact import HiddenBytes
 
 __all__ = ["MAX_LAYERS", "read_bounded"]
 
@@ -63,8 +64,11 @@ def _layers(header: str, what: str) -> list[_Layer]:
     return [_Layer(name) for name in reversed(names)]  # the last applied comes off first
 
 
-async def read_bounded(response: Any, *, limit: int, what: str) -> bytes:
+async def read_bounded(response: Any, *, limit: int, what: str) -> HiddenBytes:
     """Read a streamed httpx or httpx2 response, at most `limit` decoded bytes.
+
+    The body comes back as `HiddenBytes` (a token response carries tokens); an error is
+    raised with the frames that held the body's chunks left off its traceback.
 
     Raises:
         MalformedTokenResponse: The body is larger than `limit` once decoded, is in an
@@ -78,35 +82,40 @@ async def read_bounded(response: Any, *, limit: int, what: str) -> bytes:
     if declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise too_big
     if response.is_stream_consumed:  # an in-memory response (a mock transport): read already
-        content: bytes = response.content
-        if len(content) > limit:
+        if len(response.content) > limit:
             raise too_big
-        return content
+        return HiddenBytes(response.content)
     layers = _layers(response.headers.get("content-encoding", ""), what)
-    body = bytearray()
     raw = response.aiter_raw()
     try:
-        async for chunk in raw:
-            for layer in layers:
-                if not chunk:
-                    break
-                decoded = layer.feed(chunk, limit)
-                if decoded is None:
-                    raise too_big
-                chunk = decoded
-            body += chunk
-            if len(body) > limit:
-                raise too_big
+        return await _decode(raw, layers, limit, too_big)
     except zlib.error as exc:
         error = MalformedTokenResponse(
             f"{what} sent a body that could not be decoded: {exc}", status_code=status
         )
     except MalformedTokenResponse as exc:
         error = exc
-    else:
-        return bytes(body)
     await _abandon(response, raw)
-    raise error from None
+    raise error.with_traceback(None) from None  # not the frames that held the body
+
+
+async def _decode(
+    raw: AsyncIterator[bytes], layers: list[_Layer], limit: int, too_big: Exception
+) -> HiddenBytes:
+    """The body of `raw` through each of `layers`, or `too_big` once past `limit` bytes."""
+    body = bytearray()
+    async for chunk in raw:
+        for layer in layers:
+            if not chunk:
+                break
+            decoded = layer.feed(chunk, limit)
+            if decoded is None:
+                raise too_big
+            chunk = decoded
+        body += chunk
+        if len(body) > limit:
+            raise too_big
+    return HiddenBytes(body)
 
 
 async def _abandon(response: Any, body: AsyncIterator[bytes]) -> None:

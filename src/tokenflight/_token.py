@@ -14,6 +14,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, final
 
 from ._errors import MalformedTokenResponse, TokenRequestRefused
+from ._redact import RedactedDict
 
 __all__ = ["Token", "parse_retry_after", "parse_token_response"]
 
@@ -107,12 +108,52 @@ def _lifetime(raw: object, access_token: str, *, default: float, maximum: float)
     return min(value, maximum)
 
 
-def _json_object(body: bytes, status: int) -> dict[str, Any] | None:
+def _json_object(body: bytes) -> RedactedDict | None:
+    """The body's JSON object, in a dict whose repr hides the tokens; None when it is not one."""
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):
         return None
-    return data if isinstance(data, dict) else None
+    return RedactedDict(data) if isinstance(data, dict) else None
+
+
+def _vschar_problem(value: str) -> str | None:
+    """What makes `value` no RFC 6749 `1*VSCHAR` (%x20-7E), without quoting it; None if fine."""
+    if not value:
+        return "is empty"
+    for position, char in enumerate(value):
+        if not " " <= char <= "~":
+            names = {"\r": "a CR", "\n": "an LF", "\0": "a NUL", "\x7f": "a DEL"}
+            what = names.get(char) or (
+                "a control character" if ord(char) < 0x20 else "a non-ASCII character"
+            )
+            return (
+                f"holds {what} (U+{ord(char):04X}) at position {position}, outside the "
+                "printable ASCII that RFC 6749 allows (VSCHAR, %x20-7E)"
+            )
+    return None
+
+
+def _token_problem(data: Mapping[str, Any], token_types: frozenset[str]) -> str | None:
+    """Why `data` is no usable token response, never quoting the token; None if it is."""
+    access_token = data.get("access_token")
+    if not isinstance(access_token, str) or not access_token.strip():
+        return "without an access_token (missing, empty, blank or not a string)"
+    problem = _vschar_problem(access_token)
+    if problem is not None:
+        return f"with an access_token that {problem}"
+    token_type = data.get("token_type", "Bearer")
+    if not isinstance(token_type, str):
+        return f"with a token_type that is not a string (supported: {sorted(token_types)})"
+    problem = _vschar_problem(token_type)
+    if problem is not None:
+        return f"with a token_type that {problem}"
+    if token_type.lower() not in token_types:
+        return (
+            f"with a token of type {token_type[:40]!r}, which tokenflight does not support "
+            f"(supported: {sorted(token_types)})"
+        )
+    return None
 
 
 def _text(data: Mapping[str, Any], name: str) -> str | None:
@@ -122,7 +163,7 @@ def _text(data: Mapping[str, Any], name: str) -> str | None:
 
 def parse_error(status: int, body: bytes, endpoint: str) -> TokenRequestRefused:
     """Turn a 4xx answer into the typed refusal, with the RFC 6749 error when there is one."""
-    data = _json_object(body, status) or {}
+    data: Mapping[str, Any] = _json_object(body) or {}
     error = _text(data, "error")
     description = _text(data, "error_description")
     if error is None:
@@ -168,26 +209,26 @@ def parse_token_response(
     Raises:
         MalformedTokenResponse: The body is not a JSON object with a usable token.
     """
-    data = _json_object(body, status)
+    data = _json_object(body)
     if data is None:
         raise MalformedTokenResponse(
             f"token endpoint {endpoint} answered HTTP {status} with a body that is not a JSON "
             "object; check that token_url points at the token endpoint",
             status_code=status,
         )
-    access_token = data.get("access_token")
-    if not isinstance(access_token, str) or not access_token.strip():
+    problem = _token_problem(data, token_types)
+    if problem is not None:
         raise MalformedTokenResponse(
-            f"token endpoint {endpoint} answered HTTP {status} without an access_token",
-            status_code=status,
+            f"token endpoint {endpoint} answered HTTP {status} {problem}", status_code=status
         )
-    token_type = data.get("token_type", "Bearer")
-    if not isinstance(token_type, str) or token_type.lower() not in token_types:
-        raise MalformedTokenResponse(
-            f"token endpoint {endpoint} issued a token of type {str(token_type)[:40]!r}, "
-            f"which tokenflight does not support (supported: {sorted(token_types)})",
-            status_code=status,
-        )
+    return _token(data, started_at, default_lifetime=default_lifetime, max_lifetime=max_lifetime)
+
+
+def _token(
+    data: Mapping[str, Any], started_at: float, *, default_lifetime: float, max_lifetime: float
+) -> Token:
+    """The `Token` of a checked response (nothing here raises, so no frame of it is kept)."""
+    access_token = data["access_token"]
     lifetime = _lifetime(
         data.get("expires_in"), access_token, default=default_lifetime, maximum=max_lifetime
     )
@@ -199,7 +240,7 @@ def parse_token_response(
     }
     return Token(
         access_token=access_token,
-        token_type=token_type,
+        token_type=data.get("token_type", "Bearer"),
         expires_in=lifetime,
         obtained_at=started_at,
         expires_at=started_at + lifetime,
