@@ -7,8 +7,8 @@ import sys
 
 import anyio
 import pytest
-from hostile.test_bodies import raw_response, raw_server
 
+from hostile.test_bodies import raw_response, raw_server
 from tokenflight import (
     ClientCredentials,
     ConfigurationError,
@@ -101,11 +101,10 @@ async def test_shutdown_during_resolution_is_manager_closed(idp):
         except ManagerClosedError as exc:
             outcomes.append(exc)
 
-    async with anyio.create_task_group() as tg:
-        async with TokenManager(resolver=resolver) as tokens:
-            for _ in range(5):
-                tg.start_soon(caller, tokens)
-            await resolved.wait()  # leave as the resolution finishes
+    async with anyio.create_task_group() as tg, TokenManager(resolver=resolver) as tokens:
+        for _ in range(5):
+            tg.start_soon(caller, tokens)
+        await resolved.wait()  # leave as the resolution finishes
     assert len(outcomes) == 5
 
 
