@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from types import ModuleType
 from typing import Any
 
 import anyio
+import anyio.abc
 import httpx
 
 from tokenflight import Token, TokenManager
@@ -75,3 +77,31 @@ def counting_transport(http_module: ModuleType = httpx) -> Any:
 
 
 CountingTransport = counting_transport
+
+
+@asynccontextmanager
+async def api_server(status_for: Callable[[str], int]) -> AsyncIterator[str]:
+    """An API on 127.0.0.1 answering `status_for(bearer token)`; 401s carry invalid_token."""
+
+    async def serve(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += await stream.receive()
+            token = ""
+            for line in data.split(b"\r\n"):
+                name, _, value = line.decode("latin-1").partition(":")
+                if name.lower() == "authorization":
+                    token = value.strip().partition(" ")[2]
+            status = status_for(token)
+            head = f"HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n"
+            if status == 401:
+                head += 'WWW-Authenticate: Bearer error="invalid_token"\r\n'
+            await stream.send((head + "\r\n").encode())
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, serve)
+        yield f"http://127.0.0.1:{port}"
+        tg.cancel_scope.cancel()

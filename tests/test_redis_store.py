@@ -23,7 +23,7 @@ from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 from cryptography.fernet import Fernet, InvalidToken
 
-from helpers import free_port, wait_until
+from helpers import api_server, free_port, wait_until
 from tokenflight import (
     ClientCredentials,
     ConfigurationError,
@@ -762,3 +762,21 @@ async def test_a_cancelled_holder_frees_its_lock(prefix: str) -> None:
         assert issuer.calls == 1
     finally:
         await store.aclose()
+
+
+async def test_a_rejected_token_is_not_read_back_from_redis(prefix):
+    """A 401's retry gets a new token, not the rejected one still in Redis (issue 11: 5)."""
+    async with IdentityProvider() as idp:
+        idp.add_client("acme", "s3cret")
+        rejected: set[str] = set()
+        store = RedisTokenStore(f"redis://{REDIS_HOST}:{REDIS_PORT}/0", prefix=prefix)
+        async with (
+            api_server(lambda token: 401 if token in rejected else 200) as url,
+            TokenManager(store=store) as tokens,
+        ):
+            tokens.register("acme", creds(idp, "acme"))
+            rejected.add((await tokens.get_token("acme")).access_token)
+            async with tokens.client("acme", base_url=url) as http:
+                statuses = [(await http.get("/thing")).status_code for _ in range(10)]
+        assert statuses == [200] * 10
+        assert idp.token_requests == 2
