@@ -105,3 +105,19 @@ async def api_server(status_for: Callable[[str], int]) -> AsyncIterator[str]:
         tg.start_soon(listener.serve, serve)
         yield f"http://127.0.0.1:{port}"
         tg.cancel_scope.cancel()
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """A module of benchmarks/ (outside the package), imported by path."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"tokenflight_bench_{name}", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
+
+from helpers import load_benchmark
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
-_PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "soak.py"
-_spec = importlib.util.spec_from_file_location("tokenflight_bench_soak", _PATH)
-assert _spec is not None
-assert _spec.loader is not None
-soak = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = soak  # dataclasses resolve annotations through sys.modules
-_spec.loader.exec_module(soak)
+soak = load_benchmark("soak")
 
 
 async def test_short_soak_has_no_errors_and_no_401s():

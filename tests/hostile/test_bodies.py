@@ -18,27 +18,16 @@ import anyio.abc
 import httpx
 import pytest
 
+from helpers import load_benchmark
 from tokenflight import ClientCredentials, ConfigurationError, MalformedTokenResponse, TokenManager
 
 pytestmark = pytest.mark.anyio
 
+hostile = load_benchmark("hostile")
+bomb = hostile.bomb
+raw_response = hostile.raw_response
+
 SECRET = "hostile-secret-never-sent-away"
-
-
-def bomb(decoded_mb: int, layers: int = 1) -> bytes:
-    """`decoded_mb` MB of zeros, gzipped `layers` times (made in chunks, never whole)."""
-    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-    chunk = bytes(1 << 20)
-    data = b"".join(compressor.compress(chunk) for _ in range(decoded_mb)) + compressor.flush()
-    for _ in range(layers - 1):
-        data = gzip.compress(data, 9)
-    return data
-
-
-def raw_response(body: bytes, *, status: str = "200 OK", headers: dict[str, str]) -> bytes:
-    head = [f"HTTP/1.1 {status}", f"Content-Length: {len(body)}", "Connection: close"]
-    head += [f"{name}: {value}" for name, value in headers.items()]
-    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
 @asynccontextmanager

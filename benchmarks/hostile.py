@@ -1,0 +1,303 @@
+"""Hostile identity providers and resolvers: what each attack costs the process.
+
+    python benchmarks/hostile.py          # every attack, one table
+    python benchmarks/hostile.py --backend trio
+
+For each attack on one tenant, while a tenant on a healthy IdP keeps fetching new tokens
+through the same manager: the typed error the attack ends in, the peak memory it added
+(tracemalloc, in a second run of the same attack), the longest stretch of CPU the event
+loop's thread spent between two ticks of a 2 ms ticker (thread CPU time, so a busy machine
+does not inflate it), and the slowest healthy token fetch during the attack.
+
+`tests/hostile/test_attacks.py` runs the same attacks and asserts the bounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import gzip
+import sys
+import time
+import tracemalloc
+import zlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import anyio
+import anyio.abc
+
+from tokenflight import ClientCredentials, RetryPolicy, TokenError, TokenManager
+from tokenflight.testing import IdentityProvider
+
+SECRET = "hostile-secret-never-sent-away"
+BUDGET = 2.0  # the manager's fetch budget in these runs (RetryPolicy.total_timeout)
+
+
+@functools.cache
+def bomb(decoded_mb: int, layers: int = 1) -> bytes:
+    """`decoded_mb` MB of zeros, gzipped `layers` times (made in chunks, never whole)."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    chunk = bytes(1 << 20)
+    data = b"".join(compressor.compress(chunk) for _ in range(decoded_mb)) + compressor.flush()
+    for _ in range(layers - 1):
+        data = gzip.compress(data, 9)
+    return data
+
+
+def raw_response(body: bytes, *, status: str = "200 OK", headers: dict[str, str]) -> bytes:
+    """An HTTP/1.1 response, byte for byte, that closes its connection."""
+    head = [f"HTTP/1.1 {status}", f"Content-Length: {len(body)}", "Connection: close"]
+    head += [f"{name}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+@dataclass
+class Hostile:
+    """A raw server's state: requests seen, and the gate its answers wait behind."""
+
+    url: str = ""
+    received: list[bytes] = field(default_factory=list)
+    arrived: anyio.Event = field(default_factory=anyio.Event)
+    release: anyio.Event = field(default_factory=anyio.Event)
+
+
+@asynccontextmanager
+async def hostile_server(answer: bytes | None, *, gated: bool = False) -> AsyncIterator[Hostile]:
+    """A server on 127.0.0.1 answering each request with `answer` (None: never answers).
+
+    With `gated`, answers wait for `release` (so an attack can be held in flight).
+    """
+    state = Hostile()
+
+    async def serve(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            data = b""
+            with anyio.move_on_after(30):
+                while b"\r\n\r\n" not in data:
+                    data += await stream.receive()
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                while len(body) < length:
+                    body += await stream.receive()
+                state.received.append(head + b"\r\n\r\n" + body)
+                state.arrived.set()
+                if gated:
+                    await state.release.wait()
+                if answer is None:
+                    await anyio.sleep_forever()
+                view = memoryview(answer)
+                with contextlib.suppress(anyio.BrokenResourceError):  # refused mid-way
+                    for start in range(0, len(view), 65536):  # never buffered whole here
+                        await stream.send(view[start : start + 65536])
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    state.url = f"http://127.0.0.1:{port}"
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, serve)
+        yield state
+        tg.cancel_scope.cancel()
+
+
+@dataclass(frozen=True)
+class Attack:
+    """One attack: what the hostile server answers, and how the victim tenant is set up."""
+
+    name: str
+    answer: bytes | None = None
+    discovered: bool = False  # the victim's issuer is the hostile server
+    hanging_resolver: bool = False
+
+
+def attacks(scale: int = 1024) -> list[Attack]:
+    """The attacks, with bombs inflating to `scale` MB."""
+    nested = b"[" * 100_000 + b"]" * 100_000
+    crlf = b'{"access_token": "a\\r\\nSet-Cookie: x", "token_type": "Bearer", "expires_in": 60}'
+    return [
+        Attack(
+            f"gzip bomb, 2 layers, {scale:,} MB (token endpoint)",
+            raw_response(bomb(scale, 2), headers={"Content-Encoding": "gzip, gzip"}),
+        ),
+        Attack(
+            f"gzip bomb, {scale:,} MB (discovery)",
+            raw_response(bomb(scale), headers={"Content-Encoding": "gzip"}),
+            discovered=True,
+        ),
+        Attack("50 MB plain body (token endpoint)", raw_response(bytes(50 << 20), headers={})),
+        Attack("JSON nested 100,000 deep (discovery)", raw_response(nested, headers={})),
+        Attack("JSON nested 100,000 deep (token endpoint)", raw_response(nested, headers={})),
+        Attack("token with CR LF (header injection)", raw_response(crlf, headers={})),
+        Attack(
+            "307 redirect to another host",
+            raw_response(b"", status="307 Temporary", headers={"Location": "http://evil.test/"}),
+        ),
+        Attack("token endpoint that never answers", None),
+        Attack("resolver that never answers", hanging_resolver=True),
+    ]
+
+
+@dataclass(frozen=True)
+class Figures:
+    """What one attack cost."""
+
+    name: str
+    error: str
+    longest_block: float  # seconds of loop-thread CPU between two ticks
+    healthy_fetches: int
+    healthy_failures: int
+    slowest_healthy: float  # seconds
+    peak_growth: int = 0  # bytes
+
+
+async def run_attack(
+    attack: Attack, *, trace_memory: bool = False, budget: float = BUDGET
+) -> Figures:
+    """Run one attack against a victim tenant while a healthy tenant keeps fetching."""
+    async with IdentityProvider() as idp, hostile_server(attack.answer, gated=True) as hostile:
+        idp.add_client("good", SECRET)
+        healthy = ClientCredentials(token_url=idp.token_url, client_id="good", client_secret=SECRET)
+        victim = _victim_credentials(attack, hostile.url)
+
+        async def resolver(tenant: str) -> ClientCredentials | None:
+            if tenant == "victim":
+                hostile.arrived.set()
+                await anyio.sleep_forever()
+            return healthy
+
+        retry = RetryPolicy(total_timeout=budget, attempts=1)
+        async with TokenManager(resolver=resolver, retry=retry) as tokens:
+            if not attack.hanging_resolver:
+                tokens.register("victim", victim)
+            return await _measure(attack, tokens, hostile, trace_memory=trace_memory)
+
+
+def _victim_credentials(attack: Attack, url: str) -> ClientCredentials:
+    if attack.discovered:
+        return ClientCredentials(
+            issuer=url, client_id="acme", client_secret=SECRET, allow_insecure_http=True
+        )
+    return ClientCredentials(
+        token_url=url + "/oauth/token",
+        client_id="acme",
+        client_secret=SECRET,
+        auth_method="client_secret_post",
+    )
+
+
+async def _measure(
+    attack: Attack, tokens: TokenManager, hostile: Hostile, *, trace_memory: bool
+) -> Figures:
+    error = "none"
+    longest = 0.0
+    latencies: list[float] = []
+    failures = 0
+    done = anyio.Event()
+
+    async def ticker() -> None:
+        nonlocal longest
+        last = time.thread_time()
+        while True:
+            await anyio.sleep(0.002)
+            now = time.thread_time()
+            longest = max(longest, now - last)
+            last = now
+
+    async def healthy() -> None:
+        nonlocal failures
+        n = 0
+        while not done.is_set():
+            n += 1
+            started = time.perf_counter()
+            try:
+                await tokens.get_token(f"healthy-{n}")  # a new tenant: a real token request
+            except TokenError:
+                failures += 1
+            latencies.append(time.perf_counter() - started)
+            if len(latencies) >= 3:
+                hostile.release.set()  # the attack was in flight during three fetches
+
+    async def victim() -> None:
+        nonlocal error
+        try:
+            await tokens.get_token("victim")
+        except TokenError as exc:
+            error = type(exc).__name__
+        finally:
+            hostile.release.set()
+            done.set()
+
+    growth = 0
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ticker)
+        if trace_memory:
+            tracemalloc.start()
+            before, _ = tracemalloc.get_traced_memory()
+            tracemalloc.reset_peak()
+        try:
+            tg.start_soon(victim)
+            with anyio.fail_after(60):
+                await hostile.arrived.wait()
+                await healthy()
+                await done.wait()
+        finally:
+            if trace_memory:
+                _, peak = tracemalloc.get_traced_memory()
+                tracemalloc.stop()
+                growth = peak - before
+        tg.cancel_scope.cancel()
+    return Figures(
+        attack.name,
+        error,
+        longest,
+        len(latencies),
+        failures,
+        max(latencies, default=0.0),
+        growth,
+    )
+
+
+async def figures(attack: Attack) -> Figures:
+    """Timing from a plain run, memory from a second run under tracemalloc."""
+    timed = await run_attack(attack)
+    traced = await run_attack(attack, trace_memory=True)
+    return Figures(**{**timed.__dict__, "peak_growth": traced.peak_growth})
+
+
+def table(rows: list[Figures]) -> str:
+    """A Markdown table of the figures."""
+    lines = [
+        "| attack | typed error | peak memory added | longest loop block | healthy fetches "
+        "(failed) | slowest healthy fetch |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {row.name} | `{row.error}` | {row.peak_growth / 2**20:.2f} MB | "
+        f"{row.longest_block * 1000:.1f} ms | {row.healthy_fetches} ({row.healthy_failures}) | "
+        f"{row.slowest_healthy * 1000:.1f} ms |"
+        for row in rows
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
+    parser.add_argument("--scale", type=int, default=1024, help="MB a bomb inflates to")
+    args = parser.parse_args(argv)
+
+    async def run_all() -> list[Figures]:
+        return [await figures(attack) for attack in attacks(args.scale)]
+
+    rows = anyio.run(run_all, backend=args.backend)
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
