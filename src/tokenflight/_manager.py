@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import ssl
+import threading
 from collections import deque
 from collections.abc import AsyncGenerator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Self, final
 
 import anyio
-import anyio.lowlevel
 import httpx
 from anyio.abc import TaskGroup
 
@@ -125,7 +125,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         self._evictions = 0
         self._in_flight = 0
         self._tg: TaskGroup | None = None
-        self._loop: object = None  # the event loop the manager runs on
+        self._thread: int | None = None  # the thread whose event loop runs the manager
         self._clock: Callable[[], float] = anyio.current_time
 
     def __repr__(self) -> str:
@@ -165,7 +165,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             tg = await stack.enter_async_context(anyio.create_task_group())
             tg.start_soon(self._scheduler.run)
             self._discovery = Discovery(client, tg, self._retry)
-            self._loop = _current_loop()
+            self._thread = threading.get_ident()
             self._tg = tg
             try:
                 yield self
@@ -476,7 +476,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             raise ManagerClosedError(
                 "the TokenManager is not running: use it inside `async with TokenManager()`"
             )
-        if _current_loop() is not self._loop:
+        if threading.get_ident() != self._thread:  # one loop per thread at a time
             raise ConfigurationError(
                 "this TokenManager runs on another event loop (or thread): use one manager "
                 "per event loop, or call it on its own loop (anyio.from_thread.run)"
@@ -636,7 +636,3 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         for slot in self._table.of_tenant(tenant):
             self._evict(slot, idle=False)
 
-
-def _current_loop() -> object:
-    """The running event loop (asyncio's loop, or trio's run), to tell loops apart."""
-    return anyio.lowlevel.current_token().native_token
