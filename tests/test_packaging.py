@@ -1,0 +1,23 @@
+"""Packaging: the licence ships, the metadata names it and the Python versions we support."""
+
+from __future__ import annotations
+
+import importlib.metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_license_file_ships_with_the_metadata():
+    """The MIT licence text is in the repository and named by the package metadata."""
+    metadata = importlib.metadata.metadata("tokenflight")
+    assert metadata["License-Expression"] == "MIT"
+    assert metadata.get_all("License-File") == ["LICENSE"]
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+
+
+def test_classifiers_name_the_supported_pythons_and_status():
+    """Classifiers give the development status and each supported Python version."""
+    classifiers = importlib.metadata.metadata("tokenflight").get_all("Classifier") or []
+    assert any(c.startswith("Development Status ::") for c in classifiers)
+    assert "Programming Language :: Python :: 3.11" in classifiers
