@@ -554,3 +554,23 @@ async def test_expired_tokens_are_forgotten(http):
         now[0] += 1
         await token(http, idp)
         assert (len(idp._tokens), len(idp._current)) == (1, 1)
+
+
+async def test_revoke_makes_the_resource_refuse_the_token():
+    """A revoked token gets 401 at the resource; revoking it again (or a stranger) is False."""
+    import httpx
+
+    from tokenflight.testing import IdentityProvider
+
+    async with IdentityProvider() as server, httpx.AsyncClient() as http:
+        server.add_client("acme", "s3cret")
+        answer = await http.post(
+            server.token_url, auth=("acme", "s3cret"), data={"grant_type": "client_credentials"}
+        )
+        token = answer.json()["access_token"]
+        bearer = {"Authorization": f"Bearer {token}"}
+        assert (await http.get(server.resource_url, headers=bearer)).status_code == 200
+        assert server.revoke(token)
+        assert (await http.get(server.resource_url, headers=bearer)).status_code == 401
+        assert not server.revoke(token)
+        assert not server.revoke("never-issued")

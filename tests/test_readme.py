@@ -12,7 +12,9 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 def _runnable_blocks() -> list[str]:
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
-    return [block for block in blocks if "anyio.run(main)" in block]
+    return [
+        block for block in blocks if "anyio.run(main)" in block or "SyncTokenManager()" in block
+    ]
 
 
 def test_readme_has_a_runnable_example() -> None:

@@ -23,6 +23,8 @@ from ._slot import SlotKey as SlotKey
 from ._stats import KeyStatistics as KeyStatistics
 from ._stats import ManagerStatistics as ManagerStatistics
 from ._store import TokenStore as TokenStore
+from ._sync import SyncTokenAuth as SyncTokenAuth
+from ._sync import SyncTokenManager as SyncTokenManager
 from ._token import Token as Token
 
 __version__ = "0.1.0"
@@ -39,6 +41,8 @@ __all__ = [
     "RefreshPolicy",
     "RetryPolicy",
     "SlotKey",
+    "SyncTokenAuth",
+    "SyncTokenManager",
     "TenantResolutionError",
     "Token",
     "TokenAuth",

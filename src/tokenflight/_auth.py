@@ -30,7 +30,7 @@ else:
 __all__ = ["TokenAuth"]
 
 
-def _is_invalid_token(response: httpx.Response) -> bool:
+def is_invalid_token(response: httpx.Response) -> bool:
     """Whether a response says the token itself was rejected (not merely insufficient)."""
     if response.status_code != 401:
         return False
@@ -38,7 +38,7 @@ def _is_invalid_token(response: httpx.Response) -> bool:
     return "insufficient_scope" not in challenge
 
 
-def _is_replayable(request: httpx.Request) -> bool:
+def is_replayable(request: httpx.Request) -> bool:
     """Whether the request body is in memory, so the request can be sent again."""
     return isinstance(request.stream, BYTE_STREAMS)
 
@@ -115,7 +115,7 @@ class TokenAuth(_AuthBase):
                 response = yield request
             finally:
                 admission.release(ticket)
-        if not _is_invalid_token(response) or not _is_replayable(request):
+        if not is_invalid_token(response) or not is_replayable(request):
             return
         self._manager.invalidate(
             self._tenant,
@@ -183,5 +183,5 @@ def _wants_dpop_nonce(response: httpx.Response, prover: DPoPProver, request: htt
         fresh
         and response.status_code == 401
         and "use_dpop_nonce" in challenge
-        and _is_replayable(request)
+        and is_replayable(request)
     )

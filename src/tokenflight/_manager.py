@@ -635,4 +635,3 @@ class TokenManager(anyio.AsyncContextManagerMixin):
     def _drop_tenant_slots(self, tenant: str) -> None:
         for slot in self._table.of_tenant(tenant):
             self._evict(slot, idle=False)
-

@@ -230,6 +230,19 @@ class IdentityProvider(AsyncContextManagerMixin):
         """Forget every injected fault."""
         self._faults.clear()
 
+    def revoke(self, access_token: str) -> bool:
+        """Revoke a token: the protected resource answers 401 to it from now on.
+
+        Returns:
+            Whether the token was one this IdP had issued and not yet revoked.
+        """
+        issued = self._tokens.pop(access_token, None)
+        if issued is None:
+            return False
+        if self._current.get(issued.key) is issued:
+            del self._current[issued.key]  # the next request gets a new token
+        return True
+
     # -- counters -----------------------------------------------------------------------
 
     @property

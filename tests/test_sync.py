@@ -1,0 +1,144 @@
+"""SyncTokenManager: the manager for synchronous and threaded code."""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from collections.abc import Iterator
+
+import httpx
+import httpx2
+import pytest
+from anyio.from_thread import start_blocking_portal
+
+from tokenflight import (
+    ClientCredentials,
+    ConfigurationError,
+    ManagerClosedError,
+    RetryPolicy,
+    SyncTokenManager,
+    TokenEndpointUnavailable,
+)
+from tokenflight.testing import Fault, IdentityProvider
+
+SECRET = "sync-secret-never-shown"
+
+
+@pytest.fixture
+def idp() -> Iterator[IdentityProvider]:
+    """The bundled IdP on a loop thread of its own, with client "acme"."""
+    with start_blocking_portal() as portal:
+        server = IdentityProvider()
+        with portal.wrap_async_context_manager(server):
+            server.add_client("acme", SECRET)
+            yield server
+
+
+def creds(idp: IdentityProvider) -> ClientCredentials:
+    return ClientCredentials(token_url=idp.token_url, client_id="acme", client_secret=SECRET)
+
+
+def test_sixteen_threads_share_one_token_request(idp):
+    """16 threads asking for a cold key at once cause one token request and one token."""
+    seen: list[str] = []
+    barrier = threading.Barrier(16)
+    with SyncTokenManager() as tokens:
+        tokens.register("acme", creds(idp))
+
+        def hammer() -> None:
+            barrier.wait()
+            seen.extend(tokens.get_token("acme").access_token for _ in range(50))
+
+        threads = [threading.Thread(target=hammer) for _ in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert tokens.stats().total.fetches == 1
+    assert len(seen) == 800
+    assert len(set(seen)) == 1
+    assert idp.token_requests == 1
+
+
+def test_failures_reach_every_thread_as_typed_errors(idp):
+    """An IdP that fails gives each thread a TokenEndpointUnavailable, no secret in it."""
+    idp.inject(Fault(status=503), count=None)
+    errors: list[Exception] = []
+    with SyncTokenManager(retry=RetryPolicy(attempts=1)) as tokens:
+        tokens.register("acme", creds(idp))
+
+        def one() -> None:
+            try:
+                tokens.get_token("acme")
+            except TokenEndpointUnavailable as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=one) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert len(errors) == 8
+    assert all(SECRET not in str(error) for error in errors)
+
+
+@pytest.mark.parametrize("module", [httpx, httpx2], ids=["httpx", "httpx2"])
+def test_auth_works_with_sync_clients(idp, module):
+    """`auth()` authorizes an httpx.Client or httpx2.Client; a revoked token is replaced."""
+    with SyncTokenManager() as tokens:
+        tokens.register("acme", creds(idp))
+        with module.Client(auth=tokens.auth("acme")) as http:
+            assert http.get(idp.resource_url).status_code == 200
+            first = tokens.get_token("acme")
+            assert idp.revoke(first.access_token)
+            assert http.get(idp.resource_url).status_code == 200
+        assert tokens.get_token("acme").access_token != first.access_token
+    assert idp.token_requests == 2
+
+
+def test_start_and_close_without_a_with_block(idp):
+    """start()/close() for frameworks without a lifespan; calls after close() are refused."""
+    tokens = SyncTokenManager()
+    tokens.start()
+    try:
+        tokens.register("acme", creds(idp))
+        assert tokens.get_token("acme").access_token
+        with pytest.raises(ConfigurationError, match="already started"):
+            tokens.start()
+    finally:
+        tokens.close()
+    with pytest.raises(ManagerClosedError):
+        tokens.get_token("acme")
+    assert "stopped" in repr(tokens)
+
+
+def test_async_client_is_pointed_to_the_async_auth(idp):
+    """A SyncTokenAuth on an AsyncClient says to use TokenManager.auth()."""
+    with SyncTokenManager() as tokens:
+        auth = tokens.auth("acme")
+        flow = auth.async_auth_flow(httpx.Request("GET", idp.resource_url))
+        with pytest.raises(RuntimeError, match=r"TokenManager\.auth"):
+            flow.__anext__().send(None)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_is_refused(idp):
+    """After fork(), the parent's manager refuses to serve the child: ConfigurationError."""
+    with SyncTokenManager() as tokens:
+        tokens.register("acme", creds(idp))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
+            pid = os.fork()
+        if pid == 0:  # the child: report through the exit status, never return to pytest
+            code = 1
+            try:
+                tokens.get_token("acme")
+            except ConfigurationError:
+                code = 0
+            except BaseException:
+                code = 2
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert tokens.get_token("acme").access_token  # the parent goes on
