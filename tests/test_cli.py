@@ -168,3 +168,116 @@ def test_token_url_password_is_not_printed(url, tmp_path, monkeypatch, capsys):
     assert code == 2
     assert "S3CR3T" not in out + captured.out + captured.err
     assert "user:***@idp.example" in captured.err
+
+
+# -- one line for every bad input, with a documented exit status ----------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["demo", "--tenants", "0"],
+        ["demo", "--workers", "0"],
+        ["demo", "--lifetime", "-1"],
+        ["idp", "--profile", "nope"],
+        ["idp", "--lifetime", "-5"],
+        ["idp", "--latency", "nan"],
+    ],
+)
+def test_bad_options_are_one_line_usage_errors(argv, capsys):
+    """Each bad option exits 2 with argparse's one-line reason, no traceback."""
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert "error:" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ('[tenants]\nacme = "oops"\n', "must be a [tenants.acme] table"),
+        ('[tenants.acme]\ntoken_url = "https://idp.example/t"\n', "set client_id"),
+        ('[tenants.acme]\nclient_id = "a"\n', "set token_url"),
+    ],
+)
+def test_bad_tenant_tables_are_one_line_errors(table, message, tmp_path, capsys):
+    """A tenant that is not a table, or lacks client_id or token_url, exits 2 with one line."""
+    path = tmp_path / "tenants.toml"
+    path.write_text(table, encoding="utf-8")
+    code, _ = run("token", "acme", "--config", str(path))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_idp_port_in_use_is_one_line(capsys):
+    """Serving the IdP on a taken port exits 2 with the system's reason."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, _ = run("idp", "--port", str(port))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error:")
+    assert "Traceback" not in err
+
+
+def test_version_and_bare_command(capsys):
+    """`--version` prints the version; bare `tokenflight` prints help and exits 0."""
+    from tokenflight import __version__
+
+    with pytest.raises(SystemExit) as caught:
+        main(["--version"])
+    assert caught.value.code == 0
+    assert capsys.readouterr().out.strip() == f"tokenflight {__version__}"
+    code, out = run()
+    assert code == 0
+    assert "usage: tokenflight" in out
+    assert "Exit status" in out
+
+
+def test_secret_from_the_environment_loses_its_newline(idp, tmp_path, monkeypatch):
+    """A secret set with a trailing newline (echo > file; export X=$(cat) …) still works."""
+    monkeypatch.setenv(SECRET_ENV, SECRET + "\n")
+    code, out = run(
+        "token",
+        "acme",
+        "--config",
+        str(write_config(tmp_path, idp.token_url, client_secret_env=SECRET_ENV)),
+    )
+    assert code == 0
+    assert out.strip()
+
+
+def test_empty_variable_is_called_empty(tmp_path, monkeypatch, capsys):
+    """An empty client_secret_env variable is reported as empty, not as unset."""
+    monkeypatch.setenv(SECRET_ENV, "")
+    path = write_config(tmp_path, "https://idp.example/t", client_secret_env=SECRET_ENV)
+    code, _ = run("token", "acme", "--config", str(path))
+    assert code == 2
+    assert "is empty" in capsys.readouterr().err
+
+
+def test_token_failure_is_printed_once(tmp_path, monkeypatch, capsys, no_retry_wait):
+    """A failed token request prints one error line, not a log warning and then the error."""
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    path = write_config(tmp_path, closed_port_url(), client_secret_env=SECRET_ENV)
+    logging.getLogger().handlers.clear()  # let main() configure logging as a fresh process
+    code, _ = run("token", "acme", "--config", str(path))
+    err = capsys.readouterr().err
+    assert code == 4
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_bench_outside_a_checkout_is_one_line(tmp_path, monkeypatch, capsys):
+    """`tokenflight bench` outside a source checkout exits 2 saying where to run it."""
+    monkeypatch.chdir(tmp_path)
+    code, _ = run("bench", "--", "--quick")
+    assert code == 2
+    assert "source checkout" in capsys.readouterr().err
