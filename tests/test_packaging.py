@@ -21,3 +21,25 @@ def test_classifiers_name_the_supported_pythons_and_status():
     classifiers = importlib.metadata.metadata("tokenflight").get_all("Classifier") or []
     assert any(c.startswith("Development Status ::") for c in classifiers)
     assert "Programming Language :: Python :: 3.11" in classifiers
+
+
+def test_pytest_plugin_imports_nothing_heavy():
+    """The pytest11 plugin, loaded in every pytest session, imports no tokenflight or HTTP."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pytest_tokenflight; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('tokenflight', 'httpx', 'httpx2', 'anyio', 'h11', 'tenacity')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_pytest_plugin_is_the_registered_entry_point():
+    """The `tokenflight` pytest11 entry point names the light plugin module."""
+    points = importlib.metadata.entry_points(group="pytest11")
+    assert [p.value for p in points if p.name == "tokenflight"] == ["pytest_tokenflight"]
