@@ -8,6 +8,8 @@ import pytest
 from tokenflight import ClientCredentials, TokenManager
 from tokenflight.testing import IdentityProvider
 
+collect_ignore = ["user_project"]  # run by test_plugin_compat, with each plugin
+
 # Every async test runs on each event loop and each HTTP stack (the manager's own token
 # requests, and the clients tests make through `http_module`); on asyncio also with the
 # manager's token requests on aiohttp's transport.

@@ -2,31 +2,70 @@
 
 pytest loads this plugin in every session of every project that installs tokenflight, so
 it lives outside the `tokenflight` package and imports nothing but pytest until a fixture
-is used. The fixtures are async: they run under anyio's pytest plugin, on the backend of
-the test's ``anyio_backend`` (asyncio or trio).
+is used.
+
+- ``tokenflight_idp``: a running bundled identity provider with client ``test-client``,
+  served by an event loop thread of its own, so it works under anyio's plugin (asyncio or
+  trio), pytest-asyncio (strict or auto mode) and in plain synchronous tests. Choose the
+  provider it imitates with ``@pytest.mark.parametrize("tokenflight_idp", ["auth0"],
+  indirect=True)``.
+- ``tokenflight_credentials``: the `ClientCredentials` of that client.
+- ``tokenflight_manager``: a running `TokenManager` on the test's own event loop with
+  tenant ``"test"`` registered; an async fixture, for pytest-asyncio when it is active,
+  else for anyio's plugin.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
 
 if TYPE_CHECKING:
+    from tokenflight import ClientCredentials
     from tokenflight.testing import IdentityProvider
 
-__all__ = ["tokenflight_idp"]
+__all__ = ["pytest_configure", "tokenflight_credentials", "tokenflight_idp"]
 
 
 @pytest.fixture
-async def tokenflight_idp() -> AsyncGenerator[IdentityProvider]:
-    """A running bundled identity provider (``generic`` profile) with client ``test-client``.
+def tokenflight_idp(request: pytest.FixtureRequest) -> Iterator[IdentityProvider]:
+    """A running bundled identity provider with client ``test-client``.
 
     Its secret is ``tokenflight_idp.clients["test-client"].secret``; the token endpoint is
-    ``tokenflight_idp.token_url``. Use it from ``@pytest.mark.anyio`` tests.
+    ``tokenflight_idp.token_url``. Parametrize it indirectly with a profile name
+    (``"generic"`` by default). Faults and counters work from any test.
     """
+    from anyio.from_thread import start_blocking_portal
+
     from tokenflight.testing import running_idp
 
-    async with running_idp() as idp:
+    profile = getattr(request, "param", "generic")
+    with (
+        start_blocking_portal("asyncio") as portal,
+        portal.wrap_async_context_manager(running_idp(profile=profile)) as idp,
+    ):
         yield idp
+
+
+@pytest.fixture
+def tokenflight_credentials(tokenflight_idp: IdentityProvider) -> ClientCredentials:
+    """The `ClientCredentials` of ``tokenflight_idp``'s ``test-client``."""
+    from tokenflight import ClientCredentials
+    from tokenflight.testing import TEST_CLIENT_ID
+
+    return ClientCredentials(
+        token_url=tokenflight_idp.token_url,
+        client_id=TEST_CLIENT_ID,
+        client_secret=tokenflight_idp.clients[TEST_CLIENT_ID].secret,
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register ``tokenflight_manager`` for the async plugin this session uses."""
+    if config.pluginmanager.has_plugin("asyncio"):
+        from . import _asyncio_manager as fixtures
+    else:
+        from . import _anyio_manager as fixtures  # type: ignore[no-redef]
+    config.pluginmanager.register(fixtures, "tokenflight-manager")

@@ -1,0 +1,51 @@
+"""What a user's own tests look like with tokenflight's fixtures."""
+
+import os
+
+import httpx
+import pytest
+
+from tokenflight import SyncTokenManager, TokenEndpointUnavailable
+from tokenflight.testing import Fault, set_testing
+
+# How each plugin wants async tests marked: anyio's marker, pytest-asyncio's in strict mode,
+# nothing in auto mode.
+pytestmark = {
+    "anyio": [pytest.mark.anyio],
+    "strict": [pytest.mark.asyncio],
+    "auto": [],
+}[os.environ["USER_MODE"]]
+
+
+async def test_gets_a_token(tokenflight_manager, tokenflight_idp):
+    token = await tokenflight_manager.get_token("test")
+    assert token.access_token
+    assert tokenflight_idp.token_requests == 1
+
+
+async def test_calls_an_api_with_the_token(tokenflight_manager, tokenflight_idp):
+    async with tokenflight_manager.client("test") as http:
+        assert (await http.get(tokenflight_idp.resource_url)).status_code == 200
+
+
+async def test_fault_injection(tokenflight_manager, tokenflight_idp):
+    tokenflight_idp.inject(Fault(status=503), count=None)
+    set_testing(True)
+    try:
+        with pytest.raises(TokenEndpointUnavailable):
+            await tokenflight_manager.get_token("test")
+    finally:
+        set_testing(False)
+
+
+@pytest.mark.parametrize("tokenflight_idp", ["dwolla"], indirect=True)
+async def test_a_provider_profile(tokenflight_manager, tokenflight_idp):
+    token = await tokenflight_manager.get_token("test")
+    assert token.expires_in == pytest.approx(3599, abs=2)
+
+
+def test_synchronous_code(tokenflight_credentials, tokenflight_idp):
+    with SyncTokenManager() as tokens:
+        tokens.register("acme", tokenflight_credentials)
+        with httpx.Client(auth=tokens.auth("acme")) as http:
+            assert http.get(tokenflight_idp.resource_url).status_code == 200
