@@ -563,3 +563,21 @@ async def test_bad_tenant_does_not_break_others(idp, no_retry_wait):
     assert SECRET not in str(outcomes["bad"])
     assert isinstance(outcomes["good"], Token)
     assert idp.token_requests == 1
+
+
+async def test_every_attribute_exists_from_init_on(idp):
+    """`async with` adds no attribute: a new manager's `dpop_nonces` and stats work at once."""
+
+    def ours(obj: object) -> set[str]:  # anyio's mixin keeps its own while entered
+        return {name for name in vars(obj) if not name.startswith("_AsyncContextManager")}
+
+    manager = TokenManager()
+    before = ours(manager)
+    assert manager.dpop_nonces.get(idp.token_url) is None
+    assert manager.stats().slots == 0
+    assert "stopped" in repr(manager)
+    async with manager as tokens:
+        tokens.register("acme", creds(idp))
+        await tokens.get_token("acme")
+        assert ours(tokens) == before
+    assert ours(manager) == before

@@ -27,6 +27,7 @@ from helpers import api_server, free_port, wait_until
 from tokenflight import (
     ClientCredentials,
     ConfigurationError,
+    RefreshPolicy,
     Token,
     TokenError,
     TokenManager,
@@ -780,3 +781,22 @@ async def test_a_rejected_token_is_not_read_back_from_redis(prefix):
                 statuses = [(await http.get("/thing")).status_code for _ in range(10)]
         assert statuses == [200] * 10
         assert idp.token_requests == 2
+
+
+async def test_coming_back_to_a_tenant_takes_the_stored_token(idp: IdentityProvider, prefix: str):
+    """A slot evicted by the max_slots cap, and a new process, take Redis's valid token."""
+    for name in ("a", "b"):
+        idp.add_client(name, "s3cret")
+    policy = RefreshPolicy(max_slots=1)
+    async with TokenManager(store=RedisTokenStore(REDIS_URL, prefix=prefix), refresh=policy) as t:
+        for name in ("a", "b"):
+            t.register(name, creds(idp, name))
+        first = await t.get_token("a")
+        await t.get_token("b")  # over the cap: "a" is evicted
+        assert t.stats().evictions == 1
+        assert (await t.get_token("a")).access_token == first.access_token
+        assert t.stats().total.store_hits == 1
+    async with TokenManager(store=RedisTokenStore(REDIS_URL, prefix=prefix)) as again:
+        again.register("a", creds(idp, "a"))
+        assert (await again.get_token("a")).access_token == first.access_token
+    assert idp.token_requests == 2  # one per tenant

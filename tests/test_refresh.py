@@ -1,7 +1,8 @@
-"""Expiry, background refresh at a jittered fraction, and idle eviction."""
+"""Expiry, background refresh at a jittered fraction, idle slots and the max_slots cap."""
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import anyio
@@ -182,11 +183,39 @@ async def test_hour_long_token_refresh_timing_on_mock_clock():
         assert tokens.stats().total.misses == 100  # nobody waited for the refreshes
 
 
-# -- idle eviction ---------------------------------------------------------------------
+# -- idle slots and the max_slots cap --------------------------------------------------
+
+
+def mock_clock() -> pytest.MarkDecorator:
+    """Run a test on trio only, with a fresh MockClock that jumps whenever all tasks wait."""
+    clock = trio.testing.MockClock(autojump_threshold=0)
+    return pytest.mark.parametrize("anyio_backend", [("trio", {"clock": clock})])
+
+
+def mock_creds(client_id: str) -> ClientCredentials:
+    return ClientCredentials(
+        token_url="https://idp.example/token", client_id=client_id, client_secret="x"
+    )
+
+
+async def test_idle_slot_keeps_serving_its_valid_token():
+    """Two calls with an idle check between them cost one token request, not two."""
+    policy = RefreshPolicy(idle_timeout=0.2)
+    async with IdentityProvider(token_lifetime=3600) as idp, TokenManager(refresh=policy) as t:
+        idp.add_client("acme", SECRET)
+        t.register("acme", creds(idp))
+        first = await t.get_token("acme")
+        slot = t._slots[next(iter(t._slots))]
+        await wait_until(lambda: slot.lapsing)  # an idle check found nobody asking
+        assert await t.get_token("acme") is first
+        assert idp.token_requests == 1
+        assert t.stats().slots == 1
+        assert t.stats().evictions == 0
 
 
 async def test_idle_slot_is_not_refreshed_and_is_evicted():
-    """With idle_timeout=0.5 an unused slot gets no more requests and is evicted."""
+    """With idle_timeout=0.5 an unused slot gets no more requests and is evicted once its
+    token has expired."""
     policy = RefreshPolicy(idle_timeout=0.5, fraction=0.5, jitter=0.1)
     async with IdentityProvider(token_lifetime=1) as idp, TokenManager(refresh=policy) as tokens:
         idp.add_client("acme", SECRET)
@@ -205,9 +234,9 @@ async def test_idle_slot_is_not_refreshed_and_is_evicted():
 
 
 async def test_evicted_resolved_tenants_leave_nothing_behind():
-    """200 resolver-made tenants leave no slot or key behind after the idle time."""
+    """200 resolver-made tenants leave no slot or key behind once idle and expired."""
     policy = RefreshPolicy(idle_timeout=0.5)
-    async with IdentityProvider(token_lifetime=60) as idp:
+    async with IdentityProvider(token_lifetime=1) as idp:
         idp.add_client("acme", SECRET)
         resolved: list[str] = []
 
@@ -229,18 +258,62 @@ async def test_evicted_resolved_tenants_leave_nothing_behind():
             assert idp.token_requests == 201
 
 
-@pytest.mark.parametrize(
-    "anyio_backend", [("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)})]
-)
-async def test_cycling_through_many_tenants_keeps_memory_bounded():
-    """2,000 tenants arriving 200 per second (mock clock) never hold more than a few waves."""
+@mock_clock()
+async def test_idle_slot_is_not_refreshed_but_served_until_it_expires():
+    """On a mock clock: a used slot found idle is not refreshed at its refresh point, its
+    token is handed out until it expires, and the slot goes at the next idle check."""
     transport, seen = mock_idp(3600)
-    policy = RefreshPolicy(idle_timeout=2)
+    policy = RefreshPolicy(idle_timeout=900, fraction=0.8, jitter=0.0, leeway=10)
+    async with (
+        httpx.AsyncClient(transport=transport) as http,
+        TokenManager(http_client=http, refresh=policy) as tokens,
+    ):
+        tokens.register("acme", mock_creds("acme"))
+        first = await tokens.get_token("acme")
+        await tokens.get_token("acme")  # used since it arrived
+        await anyio.sleep(1000)  # one idle check found nobody asking
+        for pause in (900, 1050, 550):  # then calls again, up to past the refresh point
+            await anyio.sleep(pause)
+            assert await tokens.get_token("acme") is first
+        assert anyio.current_time() > 2880  # the refresh point, lifetime * fraction
+        assert len(seen) == 1
+        assert tokens.stats().total.refreshes == 0
+        await anyio.sleep(first.expires_at - anyio.current_time() + 1)
+        # Expired: the next call fetches (the slot may be gone or not yet).
+        assert await tokens.get_token("acme") is not first
+        assert len(seen) == 2
+        await anyio.sleep(3 * 3600)
+        assert tokens.stats().slots == 0
+        assert tokens.stats().evictions == 1
+
+
+@mock_clock()
+async def test_busy_slot_is_still_refreshed_ahead():
+    """A slot asked for within every idle period is refreshed before its token expires."""
+    transport, seen = mock_idp(3600)
+    policy = RefreshPolicy(idle_timeout=900, fraction=0.8, jitter=0.0)
+    async with (
+        httpx.AsyncClient(transport=transport) as http,
+        TokenManager(http_client=http, refresh=policy) as tokens,
+    ):
+        tokens.register("acme", mock_creds("acme"))
+        for _ in range(3 * 3600 // 300):
+            await tokens.get_token("acme")
+            await anyio.sleep(300)
+        stats = tokens.stats().total
+        assert stats.fetches == 1
+        assert stats.misses == 1  # nobody ever waited after the first call
+        assert stats.refreshes == len(seen) - 1 >= 3
+
+
+@mock_clock()
+async def test_cycling_through_many_tenants_keeps_memory_bounded():
+    """2,000 tenants arriving 200 per second (mock clock) never hold more than max_slots."""
+    transport, seen = mock_idp(3600)
+    policy = RefreshPolicy(idle_timeout=2, max_slots=500)
 
     async def resolver(tenant: str) -> ClientCredentials:
-        return ClientCredentials(
-            token_url="https://idp.example/token", client_id=tenant, client_secret="x"
-        )
+        return mock_creds(tenant)
 
     peak = 0
     async with (
@@ -250,14 +323,42 @@ async def test_cycling_through_many_tenants_keeps_memory_bounded():
         for wave in range(10):
             await gather_tokens(tokens, [f"t{wave}-{n}" for n in range(200)])
             peak = max(peak, tokens.stats().slots)
+            assert tokens.stats().tenants == tokens.stats().slots  # resolved ones leave too
             await anyio.sleep(1)
-        await anyio.sleep(10)
+        assert peak == 500
+        assert tokens.stats().evictions == 1500
+        assert tokens.stats().total.misses == 2000  # evicted slots' counters are kept
+        await anyio.sleep(3700)  # every token expired: idle slots go
         stats = tokens.stats()
         assert stats.slots == 0
         assert stats.evictions == 2000
         assert not tokens._slots
     assert len(seen) == 2000  # idle slots were never refreshed
-    assert 200 <= peak <= 1000
+
+
+@mock_clock()
+async def test_cap_evicts_the_least_recently_used_idle_slot():
+    """Over max_slots, the slot nobody asked for since the last idle check goes first."""
+    transport, seen = mock_idp(3600)
+    policy = RefreshPolicy(idle_timeout=10, max_slots=3)
+    async with (
+        httpx.AsyncClient(transport=transport) as http,
+        TokenManager(http_client=http, refresh=policy) as tokens,
+    ):
+        for name in "abcd":
+            tokens.register(name, mock_creds(name))
+        for name in "abc":
+            await tokens.get_token(name)
+        await anyio.sleep(15)  # the first idle check (at 10 s) saw all three asked for
+        await tokens.get_token("a")
+        await anyio.sleep(10)  # the second saw "a" asked for again, "b" and "c" idle
+        await tokens.get_token("b")  # asked for since that check: recent
+        await tokens.get_token("d")
+        live = {key.tenant for key in tokens.stats().keys}
+        assert live == {"a", "b", "d"}
+        assert tokens.stats().evictions == 1
+        assert tokens.stats().tenants == 4  # registered tenants stay registered
+        assert len(seen) == 4
 
 
 async def test_slot_in_use_is_kept_and_refreshed():
@@ -275,3 +376,49 @@ async def test_slot_in_use_is_kept_and_refreshed():
         assert stats.slots == 1
         assert stats.total.fetches == 1
         assert stats.total.misses == 1
+
+
+# -- the refresh queue ------------------------------------------------------------------
+
+
+async def test_backed_up_refreshes_cost_one_request_per_slot_per_round():
+    """With max_concurrent=1 and 30 slots due together, IdP requests = slots x rounds:
+    one queued refresh per slot at most, none of a token younger than its refresh point."""
+    slots, rounds, lifetime, fraction = 30, 3, 2.0, 0.5
+    policy = RefreshPolicy(fraction=fraction, jitter=0.0, max_concurrent=1)
+    names = [f"t{n}" for n in range(slots)]
+    peak_queue = 0
+    async with (
+        # 30 refreshes one at a time take longer than a token's refresh point to expiry:
+        # some tokens expire while queued and callers fetch them first.
+        IdentityProvider(token_lifetime=lifetime, latency=0.05) as idp,
+        TokenManager(refresh=policy) as tokens,
+    ):
+        for n in range(slots):
+            idp.add_client(f"c{n}", SECRET)
+            tokens.register(f"t{n}", creds(idp, f"c{n}"))
+
+        def every_slot_did_its_rounds() -> bool:
+            return all(idp.token_requests_for(f"c{n}") >= rounds for n in range(slots))
+
+        with anyio.fail_after(30):
+            while not every_slot_did_its_rounds():
+                await gather_tokens(tokens, names)  # every slot in use
+                peak_queue = max(peak_queue, len(tokens._refresh_queue))
+                await anyio.sleep(0.02)
+            # Unused from now on: a token that arrives now is never refreshed; let the
+            # refreshes of tokens used before settle.
+            await wait_until(lambda: tokens.stats().in_flight == 0, timeout=10)
+            await anyio.sleep(lifetime)
+            await wait_until(lambda: tokens.stats().in_flight == 0, timeout=10)
+        stats = tokens.stats().total
+    times: dict[str, list[float]] = {}
+    for record in idp.requests:
+        times.setdefault(str(record.client_id), []).append(record.time)
+    for seen in times.values():  # each token lived at least to its refresh point
+        assert all(b - a >= fraction * lifetime - 0.05 for a, b in itertools.pairwise(seen))
+    assert peak_queue <= slots
+    assert idp.token_requests == stats.fetches + stats.refreshes
+    assert stats.refreshes > 0
+    # Each slot: its rounds, and at most the one refresh already due when calls stopped.
+    assert {len(seen) for seen in times.values()} <= {rounds, rounds + 1}

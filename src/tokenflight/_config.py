@@ -234,8 +234,14 @@ class RefreshPolicy:
             refresh together (refresh happens between `fraction - jitter` and `fraction`).
         leeway: Treat a token as expired this many seconds before its real expiry; scaled
             down to a tenth of the lifetime for short-lived tokens.
-        idle_timeout: A slot nobody asked for in this many seconds is not refreshed and
-            is evicted.
+        idle_timeout: A slot nobody asked for in this many seconds is idle: its token is
+            not refreshed in the background again, but it is served until it expires
+            (tokens cost money); an idle slot holding no valid token is evicted.
+        max_slots: At most this many slots (one per tenant and audience, resource and
+            scopes) are kept; beyond it the least recently used are evicted, idle ones
+            first, about 1 % of the cap in one sweep. The memory bound: a slot holding
+            a token takes a few KB, so the default of 100,000 stays within a few hundred
+            MB while a many-tenant backend rarely reaches it.
         max_concurrent: Background refreshes running at once.
         default_lifetime: Lifetime assumed when the provider gives no usable `expires_in`
             and the token is not a JWT with `exp`.
@@ -246,6 +252,7 @@ class RefreshPolicy:
     jitter: float = 0.1
     leeway: float = 10.0
     idle_timeout: float = 900.0
+    max_slots: int = 100_000
     max_concurrent: int = 10
     default_lifetime: float = 300.0
     max_lifetime: float = 86400.0
@@ -261,6 +268,12 @@ class RefreshPolicy:
         _positive("RefreshPolicy.max_lifetime", self.max_lifetime)
         if not isinstance(self.max_concurrent, int) or self.max_concurrent < 1:
             raise ConfigurationError("RefreshPolicy.max_concurrent must be an integer >= 1")
+        if (
+            not isinstance(self.max_slots, int)
+            or isinstance(self.max_slots, bool)
+            or self.max_slots < 1
+        ):
+            raise ConfigurationError("RefreshPolicy.max_slots must be an integer >= 1")
 
     def leeway_for(self, lifetime: float) -> float:
         """The leeway for a token of this lifetime: short tokens get a proportional one."""

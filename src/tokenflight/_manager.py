@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
-from collections import deque
 from collections.abc import AsyncGenerator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Self, final
@@ -45,6 +44,7 @@ from ._http import (
     resolve_stack,
 )
 from ._mtls import ClientPool
+from ._refresh_queue import RefreshQueue
 from ._resolver import Resolver, TenantResolver
 from ._scheduler import RefreshScheduler
 from ._slot import Slot, SlotKey, TokenFlight
@@ -127,6 +127,16 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         self._tg: TaskGroup | None = None
         self._thread: int | None = None  # the thread whose event loop runs the manager
         self._clock: Callable[[], float] = anyio.current_time
+        # Every attribute exists from here on; those bound to an event loop are made
+        # again by each `async with`, and the ones that need its client until then are None.
+        self._dpop_nonces = NonceBook()
+        self._tls_clients = ClientPool(self._make_tls_client)
+        self._endpoint: TokenEndpoint | None = None
+        self._discovery: Discovery | None = None
+        self._fetch_limiter = anyio.Semaphore(self._max_fetches)
+        self._refreshing = 0
+        self._refresh_queue = RefreshQueue()
+        self._scheduler = RefreshScheduler(self._clock, self._on_due)
 
     def __repr__(self) -> str:
         state = "running" if self._tg is not None else "stopped"
@@ -157,10 +167,9 @@ class TokenManager(anyio.AsyncContextManagerMixin):
                 clock=self._clock,
                 client_for=self._tls_clients.client_for,
             )
-            self._dpop_nonces = NonceBook()
             self._fetch_limiter = anyio.Semaphore(self._max_fetches)
             self._refreshing = 0
-            self._refresh_queue: deque[Slot] = deque()
+            self._refresh_queue.clear()
             self._scheduler = RefreshScheduler(self._clock, self._on_due)
             tg = await stack.enter_async_context(anyio.create_task_group())
             tg.start_soon(self._scheduler.run)
@@ -179,6 +188,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
                 for slot in self._table.unique():
                     self._retired = self._retired + slot.counters()
                 self._table.clear()
+                self._refresh_queue.clear()
         if error is not None:
             raise error
 
@@ -465,7 +475,11 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             return existing
         slot, new = self._table.add(key, creds)
         if new:
-            slot.idle_check_at = self._clock() + self._refresh.idle_timeout
+            now = self._clock()
+            slot.idle_check_at = now + self._refresh.idle_timeout
+            slot.active_at = now
+            if len(self._table) > self._refresh.max_slots:
+                self._shed(keep=slot)
         return slot
 
     # -- flights ---------------------------------------------------------------------
@@ -488,6 +502,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         flight = TokenFlight(background=background)
         slot.flight = flight
         self._scheduler.cancel(slot)  # the flight reschedules it when it lands
+        self._refresh_queue.discard(slot)  # this flight brings the new token
         self._in_flight += 1
         tg.start_soon(self._fly, slot, flight)
         return flight
@@ -520,8 +535,11 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             flight.done.set()
 
     async def _obtain(self, slot: Slot, flight: TokenFlight) -> Token:
+        endpoint, discovery = self._endpoint, self._discovery
+        if endpoint is None or discovery is None:  # only made by `async with`
+            raise ManagerClosedError("the TokenManager is not running")
         if slot.creds.token_url is None:  # discovered once per issuer, then kept on the slot
-            slot.creds = await self._discovery.resolve(slot.creds)
+            slot.creds = await discovery.resolve(slot.creds)
         if slot.creds.dpop and slot.dpop is None:
             slot.dpop = DPoPProver(self._dpop_nonces)
         fetched = False
@@ -529,7 +547,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         async def fetch_new() -> Token:
             nonlocal fetched
             fetched = True
-            return await self._endpoint.fetch(slot.creds, slot.request, dpop=slot.dpop)
+            return await endpoint.fetch(slot.creds, slot.request, dpop=slot.dpop)
 
         if self._store is None or slot.dpop is not None:  # a DPoP token is bound to our key
             return await fetch_new()
@@ -595,37 +613,56 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         now = self._clock()
         if now >= slot.idle_check_at:
             if slot.is_idle():
-                self._evict(slot)
-                return
+                if not slot.is_usable(now):
+                    self._evict(slot)  # nothing worth keeping
+                    return
+                slot.lapsing = True  # never refreshed again; served until it expires
+            else:
+                slot.active_at = now
             slot.uses_at_idle_check = slot.uses()
             slot.idle_check_at = now + self._refresh.idle_timeout
+        if slot.needs_refresh(now):
+            if self._refreshing < self._refresh.max_concurrent:
+                self._refreshing += 1
+                self._start_flight(slot, background=True)
+                return
+            self._refresh_queue.push(slot)  # keeps refresh_at: checked again when it surfaces
+            self._scheduler.schedule(slot, slot.idle_check_at)
+            return
         if slot.refresh_at is not None and now >= slot.refresh_at:
-            slot.refresh_at = None
-            if slot.was_used_since_fetch():
-                if self._refreshing < self._refresh.max_concurrent:
-                    self._refreshing += 1
-                    self._start_flight(slot, background=True)
-                    return
-                self._refresh_queue.append(slot)
-            # else nobody used it since it arrived: let it lapse
+            slot.refresh_at = None  # unused since it arrived, or idle: let it lapse
         self._scheduler.schedule(slot, slot.next_wakeup())
 
     def _start_queued_refreshes(self) -> None:
-        while self._refresh_queue and self._refreshing < self._refresh.max_concurrent:
-            slot = self._refresh_queue.popleft()
-            if slot.evicted or slot.flight is not None or self._tg is None:
-                continue
+        if self._tg is None:
+            return
+        while self._refreshing < self._refresh.max_concurrent:
+            slot = self._refresh_queue.pop_due(self._clock())
+            if slot is None:
+                return
             self._refreshing += 1
             self._start_flight(slot, background=True)
 
     # -- eviction --------------------------------------------------------------------
 
-    def _evict(self, slot: Slot, *, idle: bool = True) -> None:
+    def _shed(self, *, keep: Slot) -> None:
+        """Over `max_slots`: evict the least recently used slots, idle ones first.
+
+        About 1 % of the cap goes in one sweep, so that the pass over the table is paid
+        once per hundreds of new slots, not on each.
+        """
+        cap = self._refresh.max_slots
+        count = len(self._table) - cap + cap // 100
+        for victim in self._table.least_recently_used(count, keep=keep):
+            self._evict(victim)
+
+    def _evict(self, slot: Slot, *, counted: bool = True) -> None:
         slot.evicted = True
         slot.usable_until = 0.0
         self._scheduler.cancel(slot)
+        self._refresh_queue.discard(slot)
         self._retired = self._retired + slot.counters()
-        self._evictions += idle
+        self._evictions += counted
         tenant = slot.key.tenant
         # Resolved tenants leave with their last slot and come back through the resolver.
         if self._table.remove(slot) and tenant in self._resolved:
@@ -634,4 +671,4 @@ class TokenManager(anyio.AsyncContextManagerMixin):
 
     def _drop_tenant_slots(self, tenant: str) -> None:
         for slot in self._table.of_tenant(tenant):
-            self._evict(slot, idle=False)
+            self._evict(slot, counted=False)

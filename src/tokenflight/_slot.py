@@ -60,6 +60,12 @@ class Slot:
     uses_at_fetch: int = 0
     uses_at_idle_check: int = 0
     idle_check_at: float = 0.0
+    # Loop time of the last idle check that found the slot used (or of its creation): the
+    # approximate recency that the max_slots cap evicts by, kept off the hot path.
+    active_at: float = 0.0
+    # Found idle during this token's life: not refreshed again, but served until it
+    # expires (tokens cost money). Cleared when a new token arrives.
+    lapsing: bool = False
     flight: TokenFlight | None = None
     failure: TokenError | None = None
     failures: int = 0
@@ -103,6 +109,26 @@ class Slot:
         """Whether anybody asked for the token since it arrived (worth refreshing it)."""
         return self.token is not None and self.uses() > self.uses_at_fetch
 
+    def needs_refresh(self, now: float) -> bool:
+        """Whether a background refresh is due now and worth its token request.
+
+        Only for a live slot with no fetch running, whose token was asked for since it
+        arrived, is past its refresh point, and was never found idle during its life.
+        """
+        return (
+            not self.evicted
+            and not self.lapsing
+            and self.flight is None
+            and self.refresh_at is not None
+            and now >= self.refresh_at
+            and self.was_used_since_fetch()
+        )
+
+    def recency(self) -> tuple[bool, float]:
+        """A sort key, least recently used first: idle since the last check, then by
+        when the last check found it used (the hot path only counts uses)."""
+        return (self.uses() != self.uses_at_idle_check, self.active_at)
+
     def next_wakeup(self) -> float:
         """When the scheduler should look at this slot next."""
         when = self.idle_check_at
@@ -134,6 +160,7 @@ class Slot:
         self.failure = None
         self.failures = 0
         self.uses_at_fetch = self.uses()
+        self.lapsing = False
         if old is not None and token.access_token == old.access_token:
             # The server handed back the token it issued before: keep the original expiry
             # and do not ask again early (that would loop). Asked again inside the leeway,

@@ -54,7 +54,7 @@ class ManagerStatistics:
         keys: Counters of each live slot key.
         slots: Live slots.
         tenants: Tenants with credentials (registered or resolved).
-        evictions: Slots evicted after `RefreshPolicy.idle_timeout`.
+        evictions: Slots evicted: idle with no valid token, or over `RefreshPolicy.max_slots`.
         in_flight: Token requests in progress.
     """
 

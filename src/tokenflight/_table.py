@@ -7,6 +7,7 @@ spellings map to one slot, so the table keeps each slot's aliases to remove them
 
 from __future__ import annotations
 
+import heapq
 from typing import final
 
 from ._config import ClientCredentials, normalize_resource, normalize_scopes
@@ -20,12 +21,17 @@ __all__ = ["SlotTable"]
 class SlotTable:
     """Slots by key spelling, by tenant, and the default slot of each tenant."""
 
-    __slots__ = ("by_key", "defaults", "per_tenant")
+    __slots__ = ("_count", "by_key", "defaults", "per_tenant")
 
     def __init__(self) -> None:
         self.by_key: dict[SlotKey, Slot] = {}
         self.defaults: dict[str, Slot] = {}  # tenant -> slot of its default key
         self.per_tenant: dict[str, list[Slot]] = {}
+        self._count = 0
+
+    def __len__(self) -> int:
+        """How many slots (not key spellings) the table holds."""
+        return self._count
 
     def find(
         self,
@@ -63,6 +69,7 @@ class SlotTable:
             slot = Slot(key=canonical, creds=creds, request=request)
             self._alias(canonical, slot)
             self.per_tenant.setdefault(key.tenant, []).append(slot)
+            self._count += 1
         if key not in slot.aliases:  # the caller's spelling, defaults left out
             self._alias(key, slot)
         if key.audience is None and key.resource is None and key.scopes is None:
@@ -84,6 +91,7 @@ class SlotTable:
         siblings = self.per_tenant.get(tenant, [])
         if slot in siblings:
             siblings.remove(slot)
+            self._count -= 1
         if siblings:
             return False
         self.per_tenant.pop(tenant, None)
@@ -97,8 +105,24 @@ class SlotTable:
         """Every slot once."""
         return [slot for slots in self.per_tenant.values() for slot in slots]
 
+    def least_recently_used(self, count: int, *, keep: Slot | None = None) -> list[Slot]:
+        """Up to `count` slots to evict for the cap, least recently used first.
+
+        Slots nobody asked for since their last idle check come first, each group by
+        when a check last found it used (`Slot.recency`); slots with a fetch in flight
+        (callers wait on them) and `keep` are never chosen. One pass over the table.
+        """
+        candidates = (
+            slot
+            for slots in self.per_tenant.values()
+            for slot in slots
+            if slot.flight is None and slot is not keep
+        )
+        return heapq.nsmallest(count, candidates, key=Slot.recency)
+
     def clear(self) -> None:
         """Forget every slot."""
         self.by_key.clear()
         self.defaults.clear()
         self.per_tenant.clear()
+        self._count = 0
