@@ -254,10 +254,11 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             TokenError: A subclass saying why no token could be had.
             ConfigurationError: `min_ttl` is negative or not a number.
         """
-        if min_ttl and not min_ttl >= 0.0:  # negative or NaN (0.0, the default, skips this)
-            raise ConfigurationError(f"min_ttl must be a number of seconds >= 0, not {min_ttl!r}")
         if audience is None and resource is None and scopes is None:
             slot = self._default_get(tenant)  # the common case: skip building a key
+            if not min_ttl and slot is not None and self._clock() < slot.usable_until:
+                slot.hits += 1
+                return slot.token  # type: ignore[return-value]
         else:
             if scopes is not None:  # validated when the slot is made, not on every call
                 scopes = frozenset(scopes.split() if isinstance(scopes, str) else scopes)
@@ -266,6 +267,8 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             # A plain tuple hashes and compares like the SlotKey it stands for, and is cheaper.
             key: Any = (tenant, audience, resource, scopes)
             slot = self._slots.get(key)
+        if min_ttl and not min_ttl >= 0.0:  # negative or NaN (0.0, the default, skips this)
+            raise ConfigurationError(f"min_ttl must be a number of seconds >= 0, not {min_ttl!r}")
         if slot is not None and self._clock() + min_ttl < slot.usable_until:
             slot.hits += 1
             return slot.token  # type: ignore[return-value]
