@@ -36,12 +36,12 @@ def _peak_rss() -> int:
 
 
 async def _b4_child(spec: dict[str, Any]) -> dict[str, Any]:
-    from contenders import CONTENDERS
+    from contenders import CONTENDERS, STACK_VARIANTS
     from idp_process import SECRET
 
     base = _rss()
     deadline = time.perf_counter() + spec["limit"]
-    contender = CONTENDERS[spec["contender"]](spec["token_url"], SECRET)
+    contender = {**CONTENDERS, **STACK_VARIANTS}[spec["contender"]](spec["token_url"], SECRET)
     await contender.start()
     tenants: list[str] = []
     for i in range(spec["tenants"]):

@@ -99,9 +99,10 @@ class Tokenflight(Contender):
     """`async with TokenManager()`, `register()`, then `get_token()` / `auth=tokens.auth()`."""
 
     name = "tokenflight"
+    stack = "httpx"  # the stack every contender here runs on (and a plain install's)
 
     async def start(self) -> None:
-        self.manager = TokenManager(http="httpx")  # the stack every contender here runs on
+        self.manager = TokenManager(http=self.stack)
         self._cm = self.manager.__aenter__()
         await self._cm
         self._auths: dict[str, httpx.Auth] = {}
@@ -303,4 +304,24 @@ class HttpxAuth(Contender):
 
 CONTENDERS: dict[str, type[Contender]] = {
     c.name: c for c in (Tokenflight, Naive, HandRolled, Authlib, HttpxAuth)
+}
+
+
+class TokenflightHttpx2(Tokenflight):
+    """tokenflight on httpx2 (`tokenflight[httpx2]`): B4's stack rows, not a comparison."""
+
+    name = "tokenflight-httpx2"
+    stack = "httpx2"
+
+
+class TokenflightAiohttp(Tokenflight):
+    """tokenflight on aiohttp's transport (`tokenflight[aiohttp]`, the fastest stack)."""
+
+    name = "tokenflight-aiohttp"
+    stack = "aiohttp"
+
+
+#: tokenflight on its other stacks, for B4's cold-start rows.
+STACK_VARIANTS: dict[str, type[Contender]] = {
+    c.name: c for c in (TokenflightHttpx2, TokenflightAiohttp)
 }

@@ -29,7 +29,7 @@ import children  # noqa: E402
 import report  # noqa: E402
 import scenario_calls  # noqa: E402
 import scenario_economy  # noqa: E402
-from contenders import CONTENDERS  # noqa: E402
+from contenders import CONTENDERS, STACK_VARIANTS  # noqa: E402
 from idp_process import Admin, IdPProcess  # noqa: E402
 from scenario_expiry import b3  # noqa: E402
 from scenario_faults import b6, b7  # noqa: E402
@@ -123,7 +123,7 @@ async def run_in_process(env: Env, name: str, cfg: dict[str, Any], rows: list[di
 
 async def run_b4(env: Env, cfg: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     for tenants, callers in cfg["b4_phases"]:
-        for name in CONTENDERS:
+        for name in [*CONTENDERS, *STACK_VARIANTS]:
             prefix = f"b4-{tenants}"
             ids = tenant_ids(prefix, 1, name, tenants)
             await env.admin.add_clients(ids)
