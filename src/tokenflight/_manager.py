@@ -31,6 +31,7 @@ from ._errors import (
     ManagerClosedError,
     TokenEndpointUnavailable,
     TokenError,
+    TokenRequestRefused,
 )
 from ._http import (
     DEFAULT_ADMISSION,
@@ -83,6 +84,11 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         limits: Connection pool limits of the client we create.
         timeout: Timeouts of the client we create.
         max_concurrent_fetches: Token requests in flight at once, across all tenants.
+        credentials_ttl: Seconds the resolver's answer for a tenant is used before the
+            resolver is asked again (at the tenant's next token request; cached tokens
+            are kept). None: until the tenant is evicted. Either way, credentials the
+            identity provider refuses (`invalid_client`, `unauthorized_client`) are
+            re-resolved once, and the request retried if they changed.
     """
 
     def __init__(
@@ -97,9 +103,12 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         limits: httpx.Limits = DEFAULT_LIMITS,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         max_concurrent_fetches: int = 20,
+        credentials_ttl: float | None = None,
     ) -> None:
         if not isinstance(max_concurrent_fetches, int) or max_concurrent_fetches < 1:
             raise ConfigurationError("max_concurrent_fetches must be an integer >= 1")
+        if credentials_ttl is not None and not 0 <= credentials_ttl < float("inf"):
+            raise ConfigurationError("credentials_ttl must be a number of seconds >= 0, or None")
         if store is not None and not isinstance(store, TokenStore):
             raise ConfigurationError("store must implement fetch(), invalidate() and aclose()")
         self._store = store
@@ -117,7 +126,8 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         self._timeout = timeout
         self._max_fetches = max_concurrent_fetches
         self._tenants: dict[str, ClientCredentials] = {}
-        self._resolved: set[str] = set()
+        self._resolved: dict[str, float] = {}  # resolver-made tenants: when resolved
+        self._credentials_ttl = credentials_ttl
         self._table = SlotTable()
         self._slots = self._table.by_key  # the hot path's look-ups, one attribute deep
         self._default_get = self._table.defaults.get
@@ -217,14 +227,14 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             )
         self._drop_tenant_slots(tenant)
         self._tenants[tenant] = credentials
-        self._resolved.discard(tenant)
+        self._resolved.pop(tenant, None)
         self._resolver.forget(tenant)
 
     def unregister(self, tenant: str) -> None:
         """Forget a tenant and its tokens. Unknown tenants are ignored."""
         self._drop_tenant_slots(tenant)
         self._tenants.pop(tenant, None)
-        self._resolved.discard(tenant)
+        self._resolved.pop(tenant, None)
 
     # -- tokens ----------------------------------------------------------------------
 
@@ -472,7 +482,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             # A register() during the resolution wins over the resolver's answer.
             creds = self._tenants.setdefault(key.tenant, resolved)
             if creds is resolved:
-                self._resolved.add(key.tenant)
+                self._resolved[key.tenant] = self._clock()
         existing = self._slots.get(key)  # another caller may have made it meanwhile
         if existing is not None:
             return existing
@@ -538,6 +548,43 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             flight.done.set()
 
     async def _obtain(self, slot: Slot, flight: TokenFlight) -> Token:
+        """The slot's next token; resolved credentials are re-resolved when stale or refused."""
+        resolved_at = self._resolved.get(slot.key.tenant)
+        if resolved_at is None:
+            return await self._obtain_with(slot, flight)
+        ttl = self._credentials_ttl
+        if ttl is not None and self._clock() >= resolved_at + ttl:
+            await self._resolve_again(slot)
+        try:
+            return await self._obtain_with(slot, flight)
+        except TokenRequestRefused as exc:
+            # Rotated credentials: the resolver may know the new ones; ask it once.
+            if exc.error not in ("invalid_client", "unauthorized_client"):
+                raise
+            if not await self._resolve_again(slot):
+                raise
+            logger.info(
+                "tenant %r: %s with the resolver's old credentials; retrying with its new ones",
+                slot.key.tenant,
+                exc.error,
+            )
+            return await self._obtain_with(slot, flight)
+
+    async def _resolve_again(self, slot: Slot) -> bool:
+        """Ask the resolver again for the slot's tenant; whether the credentials changed."""
+        tenant = slot.key.tenant
+        fresh = await self._resolver.resolve(tenant, self._task_group())
+        if tenant not in self._resolved:
+            return False  # register()ed meanwhile: the user's credentials win
+        self._resolved[tenant] = self._clock()
+        if fresh == self._tenants.get(tenant):
+            return False
+        self._tenants[tenant] = fresh
+        for other in self._table.of_tenant(tenant):
+            other.creds = fresh  # their next fetch uses them; their tokens stay good
+        return True
+
+    async def _obtain_with(self, slot: Slot, flight: TokenFlight) -> Token:
         endpoint, discovery = self._endpoint, self._discovery
         if endpoint is None or discovery is None:  # only made by `async with`
             raise ManagerClosedError("the TokenManager is not running")
@@ -669,7 +716,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         tenant = slot.key.tenant
         # Resolved tenants leave with their last slot and come back through the resolver.
         if self._table.remove(slot) and tenant in self._resolved:
-            self._resolved.discard(tenant)
+            del self._resolved[tenant]
             self._tenants.pop(tenant, None)
 
     def _drop_tenant_slots(self, tenant: str) -> None:
