@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+import textwrap
 from pathlib import Path
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -31,3 +32,11 @@ def test_readme_examples_run() -> None:
         lines = out.getvalue().split()
         assert lines[:2] == ["Bearer", "3600"], out.getvalue()
         assert lines[2:] == ["200", "1"], out.getvalue()
+
+
+def test_every_readme_python_block_compiles() -> None:
+    """No README Python block is a fragment that fails with SyntaxError when pasted."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    assert blocks
+    for block in blocks:
+        compile(textwrap.dedent(block), str(README), "exec")
