@@ -581,3 +581,27 @@ async def test_every_attribute_exists_from_init_on(idp):
         await tokens.get_token("acme")
         assert ours(tokens) == before
     assert ours(manager) == before
+
+
+async def test_token_remaining_and_wall_clock_expiry(tokens):
+    """A fresh token reports the seconds it has left and its expiry on the wall clock."""
+    import time
+
+    token = await tokens.get_token("acme")
+    left = token.remaining()
+    assert 0 < left <= token.expires_in
+    assert abs(token.expires_at_wall - (time.time() + left)) < 60  # same moment, two clocks
+
+
+async def test_repr_counts_slots_not_key_spellings(idp):
+    """repr() and stats() agree on the number of slots when a key has two spellings."""
+    secret = idp.clients["acme"].secret
+    creds = ClientCredentials(
+        token_url=idp.token_url, client_id="acme", client_secret=secret, audience="api"
+    )
+    async with TokenManager() as tokens:
+        tokens.register("acme", creds)
+        await tokens.get_token("acme")
+        await tokens.get_token("acme", audience="api")  # the same slot, spelled out
+        assert tokens.stats().slots == 1
+        assert "slots=1>" in repr(tokens)

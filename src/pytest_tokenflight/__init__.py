@@ -41,10 +41,10 @@ def tokenflight_idp(request: pytest.FixtureRequest) -> Iterator[IdentityProvider
 
     from tokenflight.testing import running_idp
 
-    profile = getattr(request, "param", "generic")
+    profile = getattr(request, "param", "generic")  # checked by the IdP: a bad name raises
     with (
         start_blocking_portal("asyncio") as portal,
-        portal.wrap_async_context_manager(running_idp(profile=profile)) as idp,
+        portal.wrap_async_context_manager(running_idp(profile=profile)) as idp,  # type: ignore[arg-type]
     ):
         yield idp
 

@@ -150,7 +150,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
 
     def __repr__(self) -> str:
         state = "running" if self._tg is not None else "stopped"
-        return f"<TokenManager {state} tenants={len(self._tenants)} slots={len(self._slots)}>"
+        return f"<TokenManager {state} tenants={len(self._tenants)} slots={len(self._table)}>"
 
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncGenerator[Self]:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, final
 
+import anyio
+
 from ._errors import MalformedTokenResponse, TokenRequestRefused
 from ._redact import RedactedDict
 
@@ -28,8 +30,8 @@ SUPPORTED_TOKEN_TYPES = frozenset({"bearer"})
 class Token:
     """An access token and when it stops being usable.
 
-    Times are on the event loop's clock (`anyio.current_time()`), which is monotonic; use
-    `expires_at - anyio.current_time()` for the seconds left.
+    Times are on the event loop's clock (`anyio.current_time()`), which is monotonic:
+    `remaining()` gives the seconds left, `expires_at_wall` the wall-clock expiry.
 
     Attributes:
         access_token: The token itself. Never shown in `repr`.
@@ -48,6 +50,23 @@ class Token:
     expires_at: float
     scope: tuple[str, ...] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    def remaining(self) -> float:
+        """Seconds until the token expires (negative once it has).
+
+        Read on the event loop's clock; outside one (a `SyncTokenManager` caller's
+        thread), on `time.monotonic()`, which is what asyncio's loop counts in.
+        """
+        try:
+            now = anyio.current_time()
+        except RuntimeError:  # no event loop in this thread
+            now = time.monotonic()
+        return self.expires_at - now
+
+    @property
+    def expires_at_wall(self) -> float:
+        """When the token expires as `time.time()` seconds (for logs, other processes)."""
+        return time.time() + self.remaining()
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:

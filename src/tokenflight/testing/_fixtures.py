@@ -6,6 +6,7 @@ from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 
 from ._idp import IdentityProvider
+from ._model import ProfileName
 
 __all__ = ["TEST_CLIENT_ID", "running_idp"]
 
@@ -16,7 +17,7 @@ TEST_CLIENT_ID = "test-client"
 @asynccontextmanager
 async def running_idp(
     *,
-    profile: str = "generic",
+    profile: ProfileName = "generic",
     token_lifetime: float | None = None,
     latency: float = 0.0,
     client_id: str = TEST_CLIENT_ID,

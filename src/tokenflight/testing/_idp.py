@@ -25,6 +25,7 @@ from ._model import (
     Fault,
     IdPClient,
     Profile,
+    ProfileName,
     TokenRequestRecord,
     check_lifetime,
     expires_in_value,
@@ -82,7 +83,7 @@ class IdentityProvider(AsyncContextManagerMixin):
     def __init__(
         self,
         *,
-        profile: str = "generic",
+        profile: ProfileName = "generic",
         token_lifetime: float | None = None,
         latency: float = 0.0,
         host: str = "127.0.0.1",

@@ -98,6 +98,9 @@ PROFILES: Mapping[str, Profile] = MappingProxyType({p.name: p for p in _PROFILES
 #: The names accepted by ``IdentityProvider(profile=...)``.
 PROFILE_NAMES: tuple[str, ...] = tuple(PROFILES)
 
+#: The provider profiles, by name (what `IdentityProvider(profile=...)` takes).
+ProfileName = Literal["generic", "dwolla", "dwolla-legacy", "auth0", "oauth-school"]
+
 
 @final
 @dataclass(frozen=True, slots=True, kw_only=True)
