@@ -25,6 +25,12 @@ from tokenflight.testing import Fault, IdentityProvider
 SECRET = "sync-secret-never-shown"
 
 
+@pytest.fixture(params=["asyncio", "trio"])
+def backend(request) -> str:
+    """The event loop behind the facade."""
+    return request.param
+
+
 @pytest.fixture
 def idp() -> Iterator[IdentityProvider]:
     """The bundled IdP on a loop thread of its own, with client "acme"."""
@@ -39,11 +45,11 @@ def creds(idp: IdentityProvider) -> ClientCredentials:
     return ClientCredentials(token_url=idp.token_url, client_id="acme", client_secret=SECRET)
 
 
-def test_sixteen_threads_share_one_token_request(idp):
+def test_sixteen_threads_share_one_token_request(idp, backend):
     """16 threads asking for a cold key at once cause one token request and one token."""
     seen: list[str] = []
     barrier = threading.Barrier(16)
-    with SyncTokenManager() as tokens:
+    with SyncTokenManager(backend=backend) as tokens:
         tokens.register("acme", creds(idp))
 
         def hammer() -> None:
@@ -61,11 +67,11 @@ def test_sixteen_threads_share_one_token_request(idp):
     assert idp.token_requests == 1
 
 
-def test_failures_reach_every_thread_as_typed_errors(idp):
+def test_failures_reach_every_thread_as_typed_errors(idp, backend):
     """An IdP that fails gives each thread a TokenEndpointUnavailable, no secret in it."""
     idp.inject(Fault(status=503), count=None)
     errors: list[Exception] = []
-    with SyncTokenManager(retry=RetryPolicy(attempts=1)) as tokens:
+    with SyncTokenManager(backend=backend, retry=RetryPolicy(attempts=1)) as tokens:
         tokens.register("acme", creds(idp))
 
         def one() -> None:
@@ -84,9 +90,9 @@ def test_failures_reach_every_thread_as_typed_errors(idp):
 
 
 @pytest.mark.parametrize("module", [httpx, httpx2], ids=["httpx", "httpx2"])
-def test_auth_works_with_sync_clients(idp, module):
+def test_auth_works_with_sync_clients(idp, module, backend):
     """`auth()` authorizes an httpx.Client or httpx2.Client; a revoked token is replaced."""
-    with SyncTokenManager() as tokens:
+    with SyncTokenManager(backend=backend) as tokens:
         tokens.register("acme", creds(idp))
         with module.Client(auth=tokens.auth("acme")) as http:
             assert http.get(idp.resource_url).status_code == 200
@@ -97,9 +103,9 @@ def test_auth_works_with_sync_clients(idp, module):
     assert idp.token_requests == 2
 
 
-def test_start_and_close_without_a_with_block(idp):
+def test_start_and_close_without_a_with_block(idp, backend):
     """start()/close() for frameworks without a lifespan; calls after close() are refused."""
-    tokens = SyncTokenManager()
+    tokens = SyncTokenManager(backend=backend)
     tokens.start()
     try:
         tokens.register("acme", creds(idp))
@@ -123,9 +129,9 @@ def test_async_client_is_pointed_to_the_async_auth(idp):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_a_forked_child_is_refused(idp):
+def test_a_forked_child_is_refused(idp, backend):
     """After fork(), the parent's manager refuses to serve the child: ConfigurationError."""
-    with SyncTokenManager() as tokens:
+    with SyncTokenManager(backend=backend) as tokens:
         tokens.register("acme", creds(idp))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)

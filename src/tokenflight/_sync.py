@@ -11,7 +11,7 @@ import os
 from collections.abc import Generator
 from contextlib import AbstractContextManager, ExitStack
 from functools import partial
-from typing import TYPE_CHECKING, Any, Self, final
+from typing import TYPE_CHECKING, Any, Literal, Self, final
 
 import httpx
 from anyio.from_thread import BlockingPortal, start_blocking_portal
@@ -52,11 +52,17 @@ class SyncTokenManager:
     `worker_process_init`; using the parent's raises `ConfigurationError`.
 
     Args:
+        backend: The event loop behind it: `"asyncio"` or `"trio"`.
         manager_options: What `TokenManager(...)` takes (`resolver`, `store`, `refresh`,
             `retry`, `http`, `limits`, `timeout`, `max_concurrent_fetches`).
     """
 
-    def __init__(self, **manager_options: Any) -> None:
+    def __init__(
+        self, *, backend: Literal["asyncio", "trio"] = "asyncio", **manager_options: Any
+    ) -> None:
+        if backend not in ("asyncio", "trio"):
+            raise ConfigurationError(f"backend must be 'asyncio' or 'trio', not {backend!r}")
+        self._backend = backend
         self._manager = TokenManager(**manager_options)  # checks the options now
         self._stack: ExitStack | None = None
         self._portal: BlockingPortal | None = None
@@ -81,7 +87,7 @@ class SyncTokenManager:
         if self._portal is not None:
             raise ConfigurationError("this SyncTokenManager is already started")
         with ExitStack() as stack:
-            portal = stack.enter_context(start_blocking_portal("asyncio"))
+            portal = stack.enter_context(start_blocking_portal(self._backend))
             manager: AbstractContextManager[TokenManager] = portal.wrap_async_context_manager(
                 self._manager
             )

@@ -12,11 +12,11 @@ from ._fixtures import TEST_CLIENT_ID as TEST_CLIENT_ID
 from ._fixtures import running_idp as running_idp
 from ._idp import IdentityProvider as IdentityProvider
 from ._model import PROFILE_NAMES as PROFILE_NAMES
-from ._model import ProfileName as ProfileName
 from ._model import PROFILES as PROFILES
 from ._model import Fault as Fault
 from ._model import IdPClient as IdPClient
 from ._model import Profile as Profile
+from ._model import ProfileName as ProfileName
 from ._model import TokenRequestRecord as TokenRequestRecord
 
 __all__ = [
