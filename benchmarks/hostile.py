@@ -262,10 +262,11 @@ async def _measure(
     )
 
 
-async def figures(attack: Attack) -> Figures:
-    """Timing from a plain run, memory from a second run under tracemalloc."""
-    timed = await run_attack(attack)
-    traced = await run_attack(attack, trace_memory=True)
+async def figures(attack: Attack, *, budget: float = BUDGET) -> Figures:
+    """Timing from a plain run, memory from a second run under tracemalloc (which slows
+    everything it traces, and makes the garbage collector's passes long)."""
+    timed = await run_attack(attack, budget=budget)
+    traced = await run_attack(attack, trace_memory=True, budget=budget)
     return Figures(**{**timed.__dict__, "peak_growth": traced.peak_growth})
 
 

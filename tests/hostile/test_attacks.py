@@ -31,7 +31,7 @@ def expected_error(name: str) -> str:
 @pytest.mark.parametrize("attack", hostile.attacks(scale=400), ids=lambda a: a.name)
 async def test_attack_is_contained(attack):
     """The attack ends in its typed error, within 5 MB and 100 ms; healthy tenants go on."""
-    figures = await hostile.run_attack(attack, trace_memory=True, budget=0.5)
+    figures = await hostile.figures(attack, budget=0.5)
     assert figures.error == expected_error(attack.name)
     assert figures.peak_growth < 5 * 2**20
     assert figures.longest_block < 0.1  # CPU time of the loop's thread, not wall time
