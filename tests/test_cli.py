@@ -268,8 +268,14 @@ def test_token_failure_is_printed_once(tmp_path, monkeypatch, capsys, no_retry_w
     """A failed token request prints one error line, not a log warning and then the error."""
     monkeypatch.setenv(SECRET_ENV, SECRET)
     path = write_config(tmp_path, closed_port_url(), client_secret_env=SECRET_ENV)
-    logging.getLogger().handlers.clear()  # let main() configure logging as a fresh process
-    code, _ = run("token", "acme", "--config", str(path))
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    root.handlers.clear()  # let main() configure logging as a fresh process
+    try:
+        code, _ = run("token", "acme", "--config", str(path))
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)  # not `root.level =`: setLevel also clears the loggers' caches
     err = capsys.readouterr().err
     assert code == 4
     assert len(err.strip().splitlines()) == 1
