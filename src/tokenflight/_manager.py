@@ -45,6 +45,8 @@ from ._http import (
     resolve_stack,
 )
 from ._mtls import ClientPool
+from ._origins import FetchLimiter, RateLimits, origin_of
+from ._redact import redact_url
 from ._resolver import Resolver, TenantResolver
 from ._scheduler import RefreshScheduler
 from ._slot import Slot, SlotKey, TokenFlight
@@ -83,6 +85,11 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         limits: Connection pool limits of the client we create.
         timeout: Timeouts of the client we create.
         max_concurrent_fetches: Token requests in flight at once, across all tenants.
+        max_fetches_per_origin: Token requests in flight at once to one identity provider
+            (a token endpoint's `scheme://host:port`). Default: half of
+            `max_concurrent_fetches` (at least 1), so that a slow or failing provider can
+            hold at most half of the places and the tenants of other providers never
+            queue behind its tenants. Free places go to the provider holding the fewest.
     """
 
     def __init__(
@@ -97,9 +104,14 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         limits: httpx.Limits = DEFAULT_LIMITS,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         max_concurrent_fetches: int = 20,
+        max_fetches_per_origin: int | None = None,
     ) -> None:
         if not isinstance(max_concurrent_fetches, int) or max_concurrent_fetches < 1:
             raise ConfigurationError("max_concurrent_fetches must be an integer >= 1")
+        if max_fetches_per_origin is None:
+            max_fetches_per_origin = max(1, max_concurrent_fetches // 2)
+        elif not isinstance(max_fetches_per_origin, int) or max_fetches_per_origin < 1:
+            raise ConfigurationError("max_fetches_per_origin must be an integer >= 1 or None")
         if store is not None and not isinstance(store, TokenStore):
             raise ConfigurationError("store must implement fetch(), invalidate() and aclose()")
         self._store = store
@@ -116,6 +128,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         self._limits = limits
         self._timeout = timeout
         self._max_fetches = max_concurrent_fetches
+        self._max_per_origin = min(max_fetches_per_origin, max_concurrent_fetches)
         self._tenants: dict[str, ClientCredentials] = {}
         self._resolved: set[str] = set()
         self._table = SlotTable()
@@ -150,15 +163,19 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             self._clock = loop_clock()
             self._tls_clients = ClientPool(self._make_tls_client)
             stack.push_async_callback(self._tls_clients.aclose)
+            self._rate_limits = RateLimits(
+                self._clock, max_cooldown=self._retry.max_cooldown, default=self._retry.cooldown
+            )
             self._endpoint = TokenEndpoint(
                 client,
                 retry=self._retry,
                 refresh=self._refresh,
                 clock=self._clock,
                 client_for=self._tls_clients.client_for,
+                rate_limits=self._rate_limits,
             )
             self._dpop_nonces = NonceBook()
-            self._fetch_limiter = anyio.Semaphore(self._max_fetches)
+            self._fetch_limiter = FetchLimiter(self._max_fetches, self._max_per_origin)
             self._refreshing = 0
             self._refresh_queue: deque[Slot] = deque()
             self._scheduler = RefreshScheduler(self._clock, self._on_due)
@@ -493,9 +510,16 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         return flight
 
     async def _fly(self, slot: Slot, flight: TokenFlight) -> None:
+        deadline = self._clock() + self._retry.total_timeout
+
         async def obtain() -> Token:
-            async with self._fetch_limiter:
-                return await self._obtain(slot, flight)
+            await self._prepare(slot)
+            origin = origin_of(slot.creds.token_url or "")
+            while True:  # a cooldown may begin while this fetch waits for its place
+                await self._wait_for_origin(slot, origin, deadline)
+                async with self._fetch_limiter.slot(origin):
+                    if not self._rate_limits.remaining(origin):
+                        return await self._obtain(slot, flight)
 
         def failure(message: str) -> TokenError:
             return TokenEndpointUnavailable(message, endpoint=slot.creds.token_url or "")
@@ -519,11 +543,36 @@ class TokenManager(anyio.AsyncContextManagerMixin):
                 self._settle(slot, flight)
             flight.done.set()
 
-    async def _obtain(self, slot: Slot, flight: TokenFlight) -> Token:
+    async def _prepare(self, slot: Slot) -> None:
+        """Discover the token endpoint (once per issuer) and make the DPoP key if needed."""
         if slot.creds.token_url is None:  # discovered once per issuer, then kept on the slot
             slot.creds = await self._discovery.resolve(slot.creds)
         if slot.creds.dpop and slot.dpop is None:
             slot.dpop = DPoPProver(self._dpop_nonces)
+
+    async def _wait_for_origin(self, slot: Slot, origin: str, deadline: float) -> None:
+        """Wait out the provider's rate-limit cooldown, or fail now if it outlasts the budget.
+
+        Raises:
+            TokenEndpointUnavailable: The cooldown ends after `deadline`; it carries the
+                seconds left as `retry_after`, which the slot's own cooldown honours.
+        """
+        left = self._rate_limits.remaining(origin)
+        if not left:
+            return
+        url = slot.creds.token_url or ""
+        if self._clock() + left >= deadline:
+            raise TokenEndpointUnavailable(
+                f"token endpoint {redact_url(url)} is rate limited: it asked (HTTP "
+                f"{self._rate_limits.status(origin)}, Retry-After) for no requests for "
+                f"another {left:.1f}s; no request sent",
+                endpoint=url,
+                status_code=self._rate_limits.status(origin),
+                retry_after=left,
+            )
+        await anyio.sleep(self._rate_limits.jittered(origin))
+
+    async def _obtain(self, slot: Slot, flight: TokenFlight) -> Token:
         fetched = False
 
         async def fetch_new() -> Token:
