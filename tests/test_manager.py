@@ -331,11 +331,8 @@ async def test_register_replaces_credentials_and_forgets_failure(idp):
 
 
 async def test_fetch_concurrency_is_bounded():
-    """max_concurrent_fetches=5 keeps at most 5 token requests in flight for 100 cold tenants.
-
-    One provider may use every place here (max_fetches_per_origin=5); by default it would
-    get half of them.
-    """
+    """max_concurrent_fetches=5 keeps at most 5 token requests in flight for 100 cold tenants."""
+    # One provider may take every place here; by default it would get half of them.
     transport = CountingTransport()
     async with (
         IdentityProvider(latency=0.05) as idp,
