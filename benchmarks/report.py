@@ -12,6 +12,7 @@ from typing import Any
 
 import plots
 import scenario_calls
+import scenario_fairness
 import targets
 
 TF = "tokenflight"
@@ -397,6 +398,7 @@ SECTIONS = {
         "`× authlib` and `× hand-rolled` compare with those contenders on the same stack "
         "and case.",
     ),
+    "FAIR": scenario_fairness.SECTION,
 }
 
 
@@ -412,6 +414,7 @@ def markdown(rows: list[Row], cfg: Row, info: Row, checks: list[tuple[str, str, 
         "B6": _b6(aggregate(rows, "B6")),
         "B7": _b7(aggregate(rows, "B7")),
         "B8": scenario_calls.table(rows),
+        "FAIR": scenario_fairness.table(rows),
     }
     versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
     out = [
