@@ -112,8 +112,9 @@ class FetchLimiter:
         if state is None:
             state = self._origins[origin] = _Origin()
         if not state.waiters and state.active < self._per_origin and self._active < self._total:
+            await anyio.lowlevel.checkpoint_if_cancelled()
             self._grant(state)
-            await anyio.lowlevel.checkpoint()
+            await anyio.lowlevel.cancel_shielded_checkpoint()  # a place taken is never lost
             return
         waiter = _Waiter()
         state.waiters.append(waiter)
