@@ -13,6 +13,7 @@ from typing import Any
 import plots
 import scenario_calls
 import scenario_economy
+import scenario_fairness
 import targets
 
 TF = "tokenflight"
@@ -405,6 +406,7 @@ SECTIONS = {
         "one token request per tenant. Memory: tracemalloc, what the manager holds at the "
         "end of the day.",
     ),
+    "FAIR": scenario_fairness.SECTION,
 }
 
 
@@ -421,6 +423,7 @@ def markdown(rows: list[Row], cfg: Row, info: Row, checks: list[tuple[str, str, 
         "B7": _b7(aggregate(rows, "B7")),
         "B8": scenario_calls.table(rows),
         "B9": scenario_economy.table(rows),
+        "FAIR": scenario_fairness.table(rows),
     }
     versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
     out = [

@@ -29,6 +29,7 @@ import children  # noqa: E402
 import report  # noqa: E402
 import scenario_calls  # noqa: E402
 import scenario_economy  # noqa: E402
+import scenario_fairness  # noqa: E402
 from contenders import CONTENDERS, STACK_VARIANTS  # noqa: E402
 from idp_process import Admin, IdPProcess  # noqa: E402
 from scenario_expiry import b3  # noqa: E402
@@ -56,6 +57,7 @@ QUICK: dict[str, Any] = {
     "b7_limit": 0.8,
     **scenario_calls.QUICK,
     **scenario_economy.QUICK,
+    **scenario_fairness.QUICK,
 }
 FULL: dict[str, Any] = {
     **QUICK,
@@ -73,9 +75,10 @@ FULL: dict[str, Any] = {
     "b7_limit": 10.0,
     **scenario_calls.FULL,
     **scenario_economy.FULL,
+    **scenario_fairness.FULL,
 }
 IN_PROCESS = {"B1": b1, "B2": b2, "B3": b3, "B6": b6, "B7": b7}
-ORDER = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9")
+ORDER = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "FAIR")
 
 
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -194,6 +197,8 @@ async def main_async(cfg: dict[str, Any], only: set[str]) -> list[dict[str, Any]
                 await scenario_calls.run(env, cfg, rows)
             elif name == "B9":
                 await scenario_economy.run(cfg, rows)
+            elif name == "FAIR":
+                await scenario_fairness.run(env, cfg, rows)
             else:
                 await run_in_process(env, name, cfg, rows)
     finally:
@@ -215,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = dict(FULL if args.full else QUICK)
     if args.rounds:
-        cfg["rounds"] = cfg["b3_rounds"] = cfg["b8_rounds"] = args.rounds
+        cfg["rounds"] = cfg["b3_rounds"] = cfg["b8_rounds"] = cfg["fair_rounds"] = args.rounds
     only = {s.strip().upper() for s in args.only.split(",")}
     started = time.perf_counter()
     rows = asyncio.run(main_async(cfg, only))

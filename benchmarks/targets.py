@@ -8,6 +8,7 @@ from typing import Any
 
 import scenario_calls
 import scenario_economy
+import scenario_fairness
 
 FETCH_CONCURRENCY = 20  # TokenManager's default max_concurrent_fetches
 POOL_LIMIT = 20  # TokenManager's default max_connections
@@ -217,4 +218,5 @@ def check(rows: list[dict[str, Any]], cfg: dict[str, Any]) -> list[tuple[str, st
         )
     out += scenario_calls.targets(rows)
     out += scenario_economy.targets(rows)
+    out += scenario_fairness.targets(rows)
     return [(what, "yes" if met else "**no**", fig) for what, met, fig in out]

@@ -332,12 +332,15 @@ async def test_register_replaces_credentials_and_forgets_failure(idp):
 
 async def test_fetch_concurrency_is_bounded():
     """max_concurrent_fetches=5 keeps at most 5 token requests in flight for 100 cold tenants."""
+    # One provider may take every place here; by default it would get half of them.
     transport = CountingTransport()
     async with (
         IdentityProvider(latency=0.05) as idp,
         httpx.AsyncClient(transport=transport) as http,
     ):
-        async with TokenManager(http_client=http, max_concurrent_fetches=5) as tokens:
+        async with TokenManager(
+            http_client=http, max_concurrent_fetches=5, max_fetches_per_origin=5
+        ) as tokens:
             for n in range(100):
                 idp.add_client(f"c{n}", SECRET)
                 tokens.register(f"t{n}", creds(idp, f"c{n}"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, final, get_args
@@ -24,6 +25,9 @@ AuthMethod = Literal[
     "auto",
 ]
 AUTH_METHODS: tuple[str, ...] = get_args(AuthMethod)
+
+# A cooldown set by `Retry-After` lasts up to this fraction longer, at random.
+RETRY_AFTER_JITTER = 0.1
 
 # Form fields the library sets itself; `extra_params` may not override them.
 RESERVED_PARAMS = frozenset(
@@ -197,9 +201,12 @@ class RetryPolicy:
         max_wait: The largest single backoff, in seconds.
         total_timeout: The budget for one fetch, retries and waits included, in seconds.
         cooldown: How long a transient failure (unavailable, malformed) is remembered before
-            the next request, doubling on each repeated failure up to `max_cooldown`.
+            the next request, doubling on each repeated failure up to `max_cooldown`; at
+            least the server's `Retry-After` (plus up to 10 % jitter) when it sent one.
+            Also how long a 429 without `Retry-After` cools down its identity provider.
         permanent_cooldown: The same, for refusals and configuration mistakes.
-        max_cooldown: The cap on both cooldowns.
+        max_cooldown: The cap on both cooldowns, and on any `Retry-After` (a provider
+            asking for an hour is asked again after `max_cooldown`).
     """
 
     attempts: int = 4
@@ -217,10 +224,21 @@ class RetryPolicy:
             _positive(f"RetryPolicy.{name}", getattr(self, name), allow_zero=True)
         _positive("RetryPolicy.total_timeout", self.total_timeout)
 
-    def cooldown_for(self, failures: int, *, permanent: bool) -> float:
-        """The cooldown after the given number of consecutive failures."""
+    def cooldown_for(
+        self, failures: int, *, permanent: bool, retry_after: float | None = None
+    ) -> float:
+        """The cooldown after the given number of consecutive failures.
+
+        A server's `Retry-After` (seconds) lengthens it to that time, plus up to a tenth
+        more at random so that tenants held back together do not return together; an
+        absurd `Retry-After` is capped at `max_cooldown`.
+        """
         base = self.permanent_cooldown if permanent else self.cooldown
-        return float(min(self.max_cooldown, base * 2 ** min(failures - 1, 30)))
+        cooldown = float(min(self.max_cooldown, base * 2 ** min(failures - 1, 30)))
+        if retry_after is not None and retry_after > 0:
+            announced = retry_after * random.uniform(1.0, 1.0 + RETRY_AFTER_JITTER)
+            cooldown = max(cooldown, min(self.max_cooldown, announced))
+        return cooldown
 
 
 @final

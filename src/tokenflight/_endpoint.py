@@ -27,6 +27,7 @@ from ._errors import (
     TokenRequestRefused,
 )
 from ._http import DECODING_ERRORS, TRANSPORT_ERRORS
+from ._origins import RateLimits, origin_of
 from ._read import read_bounded
 from ._redact import RedactedDict, redact_url
 from ._token import (
@@ -86,13 +87,14 @@ class _Retryable(TokenEndpointUnavailable):
     """One failed attempt that is worth another (transport error, 5xx, 429)."""
 
 
-def _wait(policy: RetryPolicy) -> Callable[[RetryCallState], float]:
+def _wait(policy: RetryPolicy, cooling: Callable[[], float]) -> Callable[[RetryCallState], float]:
+    """Backoff with jitter, at least the `Retry-After` and the origin's cooldown (`cooling`)."""
     backoff = wait_random_exponential(multiplier=policy.initial_wait, max=policy.max_wait)
 
     def wait(state: RetryCallState) -> float:
         if _testing["no_wait"]:
             return 0.0
-        delay = backoff(state)
+        delay = max(backoff(state), cooling())
         exc = state.outcome.exception() if state.outcome else None
         retry_after = getattr(exc, "retry_after", None)
         return max(delay, retry_after) if retry_after is not None else delay
@@ -111,6 +113,7 @@ class TokenEndpoint:
         refresh: RefreshPolicy,
         clock: Callable[[], float],
         client_for: Callable[[ClientCredentials], httpx.AsyncClient | None],
+        rate_limits: RateLimits | None = None,
     ) -> None:
         self._client = client
         self._retry = retry
@@ -118,6 +121,10 @@ class TokenEndpoint:
         self._clock = clock
         # The client of a mutual-TLS certificate, or None for the shared client.
         self._client_for = client_for
+        # Told of every 429 (and 503 with Retry-After): the provider's cooldown, all tenants.
+        self._rate_limits = rate_limits or RateLimits(
+            clock, max_cooldown=retry.max_cooldown, default=retry.cooldown
+        )
         # For `auth_method="auto"`: the method that worked, per token URL.
         self._auto_methods: dict[str, str] = {}
 
@@ -176,15 +183,16 @@ class TokenEndpoint:
             ConfigurationError: The endpoint redirected.
         """
         policy = self._retry
+        url = creds.token_url or ""
+        origin = origin_of(url)
         retrying = AsyncRetrying(
             sleep=anyio.sleep,
             stop=stop_after_attempt(policy.attempts) | stop_before_delay(policy.total_timeout),
-            wait=_wait(policy),
+            wait=_wait(policy, lambda: self._rate_limits.jittered(origin)),
             retry=retry_if_exception_type(_Retryable),
             reraise=True,
         )
         attempts = 0
-        url = creds.token_url or ""
         client = self._client_for(creds) or self._client
 
         async def attempt() -> Token:
@@ -287,11 +295,19 @@ class TokenEndpoint:
                 "token_url to the final address"
             )
         if status == 429 or status >= 500:
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
+            if retry_after is not None:  # an absurd Retry-After is asked again after the cap
+                retry_after = min(retry_after, self._retry.max_cooldown)
+            # The provider's rate limit covers every tenant on it, not only this one
+            # (set_testing(): no waits, hence no cooldowns).
+            limited = status == 429 or (status == 503 and retry_after is not None)
+            if limited and not _testing["no_wait"]:
+                self._rate_limits.note(url, retry_after, status=status)
             raise _Retryable(
                 f"token endpoint {redact_url(url)} answered HTTP {status}",
                 endpoint=url,
                 status_code=status,
-                retry_after=parse_retry_after(response.headers.get("retry-after")),
+                retry_after=retry_after,
             )
         if 400 <= status < 500:
             raise parse_error(status, body, redact_url(url))

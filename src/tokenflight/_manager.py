@@ -45,6 +45,8 @@ from ._http import (
     resolve_stack,
 )
 from ._mtls import ClientPool
+from ._origins import FetchLimiter, RateLimits, origin_of
+from ._redact import redact_url
 from ._refresh_queue import RefreshQueue
 from ._resolver import Resolver, TenantResolver
 from ._scheduler import RefreshScheduler
@@ -89,6 +91,11 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             are kept). None: until the tenant is evicted. Either way, credentials the
             identity provider refuses (`invalid_client`, `unauthorized_client`) are
             re-resolved once, and the request retried if they changed.
+        max_fetches_per_origin: Token requests in flight at once to one identity provider
+            (a token endpoint's `scheme://host:port`). Default: half of
+            `max_concurrent_fetches` (at least 1), so that a slow or failing provider can
+            hold at most half of the places and the tenants of other providers never
+            queue behind its tenants. Free places go to the provider holding the fewest.
     """
 
     def __init__(
@@ -103,12 +110,17 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         limits: httpx.Limits = DEFAULT_LIMITS,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         max_concurrent_fetches: int = 20,
+        max_fetches_per_origin: int | None = None,
         credentials_ttl: float | None = None,
     ) -> None:
         if not isinstance(max_concurrent_fetches, int) or max_concurrent_fetches < 1:
             raise ConfigurationError("max_concurrent_fetches must be an integer >= 1")
         if credentials_ttl is not None and not 0 <= credentials_ttl < float("inf"):
             raise ConfigurationError("credentials_ttl must be a number of seconds >= 0, or None")
+        if max_fetches_per_origin is None:
+            max_fetches_per_origin = max(1, max_concurrent_fetches // 2)
+        elif not isinstance(max_fetches_per_origin, int) or max_fetches_per_origin < 1:
+            raise ConfigurationError("max_fetches_per_origin must be an integer >= 1 or None")
         if store is not None and not isinstance(store, TokenStore):
             raise ConfigurationError("store must implement fetch(), invalidate() and aclose()")
         self._store = store
@@ -125,6 +137,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         self._limits = limits
         self._timeout = timeout
         self._max_fetches = max_concurrent_fetches
+        self._max_per_origin = min(max_fetches_per_origin, max_concurrent_fetches)
         self._tenants: dict[str, ClientCredentials] = {}
         self._resolved: dict[str, float] = {}  # resolver-made tenants: when resolved
         self._credentials_ttl = credentials_ttl
@@ -143,7 +156,10 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         self._tls_clients = ClientPool(self._make_tls_client)
         self._endpoint: TokenEndpoint | None = None
         self._discovery: Discovery | None = None
-        self._fetch_limiter = anyio.Semaphore(self._max_fetches)
+        self._fetch_limiter = FetchLimiter(self._max_fetches, self._max_per_origin)
+        self._rate_limits = RateLimits(
+            self._clock, max_cooldown=self._retry.max_cooldown, default=self._retry.cooldown
+        )
         self._refreshing = 0
         self._refresh_queue = RefreshQueue()
         self._scheduler = RefreshScheduler(self._clock, self._on_due)
@@ -170,14 +186,18 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             self._clock = loop_clock()
             self._tls_clients = ClientPool(self._make_tls_client)
             stack.push_async_callback(self._tls_clients.aclose)
+            self._rate_limits = RateLimits(
+                self._clock, max_cooldown=self._retry.max_cooldown, default=self._retry.cooldown
+            )
             self._endpoint = TokenEndpoint(
                 client,
                 retry=self._retry,
                 refresh=self._refresh,
                 clock=self._clock,
                 client_for=self._tls_clients.client_for,
+                rate_limits=self._rate_limits,
             )
-            self._fetch_limiter = anyio.Semaphore(self._max_fetches)
+            self._fetch_limiter = FetchLimiter(self._max_fetches, self._max_per_origin)
             self._refreshing = 0
             self._refresh_queue.clear()
             self._scheduler = RefreshScheduler(self._clock, self._on_due)
@@ -521,9 +541,10 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         return flight
 
     async def _fly(self, slot: Slot, flight: TokenFlight) -> None:
+        deadline = self._clock() + self._retry.total_timeout
+
         async def obtain() -> Token:
-            async with self._fetch_limiter:
-                return await self._obtain(slot, flight)
+            return await self._obtain(slot, flight, deadline)
 
         def failure(message: str) -> TokenError:
             return TokenEndpointUnavailable(message, endpoint=slot.creds.token_url or "")
@@ -547,16 +568,16 @@ class TokenManager(anyio.AsyncContextManagerMixin):
                 self._settle(slot, flight)
             flight.done.set()
 
-    async def _obtain(self, slot: Slot, flight: TokenFlight) -> Token:
+    async def _obtain(self, slot: Slot, flight: TokenFlight, deadline: float) -> Token:
         """The slot's next token; resolved credentials are re-resolved when stale or refused."""
         resolved_at = self._resolved.get(slot.key.tenant)
         if resolved_at is None:
-            return await self._obtain_with(slot, flight)
+            return await self._obtain_with(slot, flight, deadline)
         ttl = self._credentials_ttl
         if ttl is not None and self._clock() >= resolved_at + ttl:
             await self._resolve_again(slot)
         try:
-            return await self._obtain_with(slot, flight)
+            return await self._obtain_with(slot, flight, deadline)
         except TokenRequestRefused as exc:
             # Rotated credentials: the resolver may know the new ones; ask it once.
             if exc.error not in ("invalid_client", "unauthorized_client"):
@@ -568,7 +589,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
                 slot.key.tenant,
                 exc.error,
             )
-            return await self._obtain_with(slot, flight)
+            return await self._obtain_with(slot, flight, deadline)
 
     async def _resolve_again(self, slot: Slot) -> bool:
         """Ask the resolver again for the slot's tenant; whether the credentials changed."""
@@ -584,14 +605,53 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             other.creds = fresh  # their next fetch uses them; their tokens stay good
         return True
 
-    async def _obtain_with(self, slot: Slot, flight: TokenFlight) -> Token:
-        endpoint, discovery = self._endpoint, self._discovery
-        if endpoint is None or discovery is None:  # only made by `async with`
+    async def _obtain_with(self, slot: Slot, flight: TokenFlight, deadline: float) -> Token:
+        """Discover, wait out the provider's cooldown and for a place, then fetch."""
+        await self._prepare(slot)
+        origin = origin_of(slot.creds.token_url or "")
+        while True:  # a cooldown may begin while this fetch waits for its place
+            await self._wait_for_origin(slot, origin, deadline)
+            async with self._fetch_limiter.slot(origin):
+                if not self._rate_limits.remaining(origin):
+                    return await self._fetch(slot, flight)
+
+    async def _prepare(self, slot: Slot) -> None:
+        """Discover the token endpoint (once per issuer) and make the DPoP key if needed."""
+        discovery = self._discovery
+        if discovery is None:  # only made by `async with`
             raise ManagerClosedError("the TokenManager is not running")
         if slot.creds.token_url is None:  # discovered once per issuer, then kept on the slot
             slot.creds = await discovery.resolve(slot.creds)
         if slot.creds.dpop and slot.dpop is None:
             slot.dpop = DPoPProver(self._dpop_nonces)
+
+    async def _wait_for_origin(self, slot: Slot, origin: str, deadline: float) -> None:
+        """Wait out the provider's rate-limit cooldown, or fail now if it outlasts the budget.
+
+        Raises:
+            TokenEndpointUnavailable: The cooldown ends after `deadline`; it carries the
+                seconds left as `retry_after`, which the slot's own cooldown honours.
+        """
+        left = self._rate_limits.remaining(origin)
+        if not left:
+            return
+        url = slot.creds.token_url or ""
+        if self._clock() + left >= deadline:
+            raise TokenEndpointUnavailable(
+                f"token endpoint {redact_url(url)} is rate limited: it asked (HTTP "
+                f"{self._rate_limits.status(origin)}, Retry-After) for no requests for "
+                f"another {left:.1f}s; no request sent",
+                endpoint=url,
+                status_code=self._rate_limits.status(origin),
+                retry_after=left,
+            )
+        await anyio.sleep(self._rate_limits.jittered(origin))
+
+    async def _fetch(self, slot: Slot, flight: TokenFlight) -> Token:
+        """One token from the shared store, or from the endpoint (under the store's lock)."""
+        endpoint = self._endpoint
+        if endpoint is None:  # only made by `async with`
+            raise ManagerClosedError("the TokenManager is not running")
         fetched = False
 
         async def fetch_new() -> Token:

@@ -179,11 +179,14 @@ class Slot:
         return token
 
     def take_failure(self, error: TokenError, now: float, policy: RetryPolicy) -> float:
-        """Remember a failed fetch for a growing cooldown; returns the cooldown."""
+        """Remember a failed fetch for a growing cooldown (or `Retry-After`); returns it."""
         self.failures += 1
         self.failure_count += 1
         self.failure = error
-        cooldown = policy.cooldown_for(self.failures, permanent=error.is_permanent)
+        retry_after = getattr(error, "retry_after", None)  # set by 429s and 503s
+        cooldown = policy.cooldown_for(
+            self.failures, permanent=error.is_permanent, retry_after=retry_after
+        )
         self.retry_at = now + cooldown
         # Serve stale: while the current token is usable, callers keep it and the refresh
         # is tried again after the cooldown.
