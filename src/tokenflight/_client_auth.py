@@ -16,7 +16,7 @@ import logging
 import math
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING
-from urllib.parse import quote_plus, urlsplit
+from urllib.parse import quote, urlsplit
 
 from ._errors import ConfigurationError
 from ._jwt import ASSERTION_TYPE, SigningKey, client_assertion, load_private_key, secret_key
@@ -207,10 +207,17 @@ def assertion_audience(creds: ClientCredentials, token_url: str) -> str:
 def basic_authorization(client_id: str, client_secret: str) -> str:
     """The `Authorization` value for `client_secret_basic` (RFC 6749 section 2.3.1).
 
-    Both parts are form-urlencoded before base64, so a secret holding `:`, `+`, `%` or
-    non-ASCII characters reaches a compliant server intact.
+    Both parts are form-urlencoded before base64, so a secret holding `:`, `+`, `%`, a
+    space or non-ASCII characters reaches a compliant server intact.
     """
-    pair = f"{quote_plus(client_id)}:{quote_plus(client_secret)}"
+    # RFC 6749 section 2.3.1 has id and secret encoded "using the
+    # application/x-www-form-urlencoded encoding algorithm per Appendix B", whose encoder
+    # writes a space as "+". Servers decode the header two ways: with a form decoder ("+"
+    # is a space; oidc-provider, our bundled IdP) or with a plain percent-decoder (RFC 3986
+    # section 2.1; "+" stays "+"; Authlib). So we percent-encode every octet of the UTF-8
+    # form except the unreserved characters (RFC 3986 section 2.3), a space as "%20": a
+    # valid form encoding, which both decoders turn back into the same string.
+    pair = f"{quote(client_id, safe='')}:{quote(client_secret, safe='')}"
     return "Basic " + base64.b64encode(pair.encode("ascii")).decode("ascii")
 
 
