@@ -129,7 +129,6 @@ async def test_private_key_jwt(server: Server, keys: Keys, alg: str, form: str):
     assert (await fetch(creds)).access_token
 
 
-@pytest.mark.xfail(reason="discovery picks client_secret_jwt when listed (issue 12)", strict=True)
 async def test_discovery_with_a_secret_picks_basic(server: Server):
     """The issuer alone and a secret: Basic, the registration default, not a listed JWT method."""
     creds = ClientCredentials(
