@@ -188,6 +188,24 @@ async def test_dpop_token_is_bound_to_the_proof_key(
     assert seen[0].headers["Authorization"] == f"DPoP {token.access_token}"
 
 
+def test_dpop_nonce_client_really_needs_a_nonce(oidc_provider: Server):
+    """The nonce case is real: a proof without a nonce gets use_dpop_nonce and a DPoP-Nonce."""
+    import httpx
+
+    from tokenflight._client_auth import basic_authorization
+    from tokenflight._dpop import DPoPProver, NonceBook
+
+    proof = DPoPProver(NonceBook()).proof("POST", oidc_provider.token_url)
+    response = httpx.post(
+        oidc_provider.token_url,
+        data={"grant_type": "client_credentials"},
+        headers={"DPoP": proof, "Authorization": basic_authorization("dpop-nonce", JWT_SECRET)},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "use_dpop_nonce"
+    assert response.headers["DPoP-Nonce"]
+
+
 async def test_wrong_secret_is_invalid_client(server: Server):
     """A wrong secret is refused with invalid_client, a typed TokenRequestRefused."""
     creds = ClientCredentials(
