@@ -181,3 +181,17 @@ def test_error_hierarchy():
     assert issubclass(UnknownTenantError, LookupError)
     assert issubclass(TenantResolutionError, ConfigurationError)
     assert not issubclass(TenantResolutionError, LookupError)
+
+
+@pytest.mark.parametrize("secret", ["a b", "a+b", "%20 %2B", " :+%~*'()!ü "])
+def test_basic_header_decodes_alike_with_form_and_percent_decoders(secret):
+    """The Basic header's id and secret read back the same by unquote_plus and unquote."""
+    import base64
+    from urllib.parse import unquote, unquote_plus
+
+    from tokenflight._client_auth import basic_authorization
+
+    encoded = base64.b64decode(basic_authorization("id: 1+", secret).split()[1]).decode()
+    client_id, _, encoded_secret = encoded.partition(":")
+    for decode in (unquote_plus, unquote):
+        assert (decode(client_id), decode(encoded_secret)) == ("id: 1+", secret)

@@ -53,15 +53,18 @@ async def test_openid_configuration_is_the_fallback():
         assert idp.token_requests == 1
 
 
-async def test_strongest_supported_method_is_chosen():
-    """Without auth_method: private_key_jwt for a key, client_secret_jwt for a long secret."""
+async def test_discovered_method_is_what_the_registration_most_likely_allows():
+    """Without auth_method: private_key_jwt for a key, Basic for a secret that could sign."""
     key = RSAKey.generate_key(2048, private=True)
-    async with IdentityProvider() as idp:
+    async with IdentityProvider() as idp:  # its metadata lists client_secret_jwt too
         idp.add_client("acme", LONG_SECRET, public_key=key.as_dict(private=False))
         await one_token(idp, client_secret=None, private_key=key.as_pem(private=True).decode())
         await one_token(idp, client_secret=LONG_SECRET)
         methods = [r.auth_method for r in idp.requests]
-        assert methods == ["private_key_jwt", "client_secret_jwt"]
+        assert methods == ["private_key_jwt", "client_secret_basic"]
+
+
+ALL_SECRET_METHODS = ["client_secret_jwt", "client_secret_post", "client_secret_basic"]
 
 
 @pytest.mark.parametrize(
@@ -69,17 +72,27 @@ async def test_strongest_supported_method_is_chosen():
     [
         (["client_secret_post", "client_secret_basic"], "client_secret_basic"),
         (["client_secret_post"], "client_secret_post"),
-        (["client_secret_jwt", "client_secret_post"], "client_secret_post"),  # secret too short
+        (["client_secret_jwt", "client_secret_post"], "client_secret_post"),
+        (["private_key_jwt", *ALL_SECRET_METHODS], "client_secret_basic"),
         (None, "client_secret_basic"),  # RFC 8414: absent means client_secret_basic
     ],
 )
 async def test_method_choice_follows_the_metadata(offered, expected):
-    """The chosen method is the strongest the server lists that the credentials can do."""
+    """A secret gets Basic when listed, else the form body; never a JWT method unasked."""
     async with IdentityProvider() as idp:
-        idp.add_client("acme", "s3cret")
+        idp.add_client("acme", LONG_SECRET)
         idp.metadata_overrides = {"token_endpoint_auth_methods_supported": offered}
-        await one_token(idp)
+        await one_token(idp, client_secret=LONG_SECRET)  # long enough for client_secret_jwt
         assert idp.requests[0].auth_method == expected
+
+
+async def test_only_client_secret_jwt_listed_is_a_configuration_error():
+    """A secret at a server listing only client_secret_jwt: a ConfigurationError, no guess."""
+    async with IdentityProvider() as idp:
+        idp.metadata_overrides = {"token_endpoint_auth_methods_supported": ["client_secret_jwt"]}
+        error = await config_error(idp, client_secret=LONG_SECRET)
+        assert "set auth_method='client_secret_jwt' if the client is registered" in str(error)
+        assert idp.token_requests == 0
 
 
 async def test_no_fitting_method_is_a_configuration_error():

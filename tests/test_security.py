@@ -6,7 +6,7 @@ import base64
 import logging
 import secrets
 import traceback
-from urllib.parse import quote_plus
+from urllib.parse import quote, quote_plus
 
 import anyio
 import pytest
@@ -37,8 +37,9 @@ def exception_texts(exc: BaseException) -> list[str]:
 
 def forbidden(secret: str, tokens: list[str]) -> list[str]:
     """The secret in every spelling a request carries it, and the access tokens."""
-    pair = f"acme:{quote_plus(secret)}".encode()
-    return [secret, quote_plus(secret), base64.b64encode(pair).decode(), *tokens]
+    encoded = quote(secret, safe="")
+    basic = base64.b64encode(f"acme:{encoded}".encode()).decode()
+    return [secret, quote_plus(secret), encoded, basic, *tokens]
 
 
 @pytest.mark.parametrize("auth_method", ["client_secret_basic", "client_secret_post"])

@@ -16,7 +16,7 @@ import logging
 import math
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING
-from urllib.parse import quote_plus, urlsplit
+from urllib.parse import quote, urlsplit
 
 from ._errors import ConfigurationError
 from ._jwt import ASSERTION_TYPE, SigningKey, client_assertion, load_private_key, secret_key
@@ -30,15 +30,6 @@ __all__ = ["apply_client_auth", "basic_authorization", "check_credentials", "cho
 logger = logging.getLogger("tokenflight")
 
 _SECRET_METHODS = ("client_secret_basic", "client_secret_post", "client_secret_jwt", "auto")
-#: Strongest first: what discovery picks when no auth_method is configured.
-_PREFERENCE = (
-    "private_key_jwt",
-    "client_secret_jwt",
-    "client_secret_basic",
-    "client_secret_post",
-    "tls_client_auth",
-    "self_signed_tls_client_auth",
-)
 
 
 def check_credentials(creds: ClientCredentials, check_url: Callable[..., None]) -> None:
@@ -86,7 +77,7 @@ def _method(creds: ClientCredentials, who: str) -> str | None:
     """The configured or default method (None: chosen by discovery), checked for fit."""
     from ._config import AUTH_METHODS
 
-    method = creds.auth_method
+    method: str | None = creds.auth_method
     if method is not None and method not in AUTH_METHODS:
         raise ConfigurationError(
             f"auth_method {method!r} is not supported; use one of {AUTH_METHODS}"
@@ -95,9 +86,8 @@ def _method(creds: ClientCredentials, who: str) -> str | None:
     if secret is not None and (not isinstance(secret, str) or not secret):
         raise ConfigurationError(f"client_secret for {who} is empty or not a string")
     if method is None and (creds.token_url is not None or key is not None):
-        method = "private_key_jwt" if key is not None else "client_secret_basic"
-        if key is None and secret is None and cert is not None:
-            method = "tls_client_auth"
+        likely = _likely_methods(creds)
+        method = likely[0] if likely else "client_secret_basic"
     if method in TLS_METHODS and cert is None:
         raise ConfigurationError(f"{who}: {method} needs client_cert (a PEM file path)")
     if method == "private_key_jwt" and key is None:
@@ -128,8 +118,27 @@ def _check_assertion_options(creds: ClientCredentials, who: str) -> None:
         raise ConfigurationError("key_id must be a non-empty string")
 
 
+def _likely_methods(creds: ClientCredentials) -> tuple[str, ...]:
+    """The methods the client's registration most likely allows, likeliest first.
+
+    A private key means `private_key_jwt`; a secret means `client_secret_basic`, the
+    registration default (RFC 7591 section 2), then `client_secret_post`, but never
+    `client_secret_jwt` unasked: a server listing it says nothing of how this client was
+    registered, and refuses a client registered for Basic (`invalid_client`). A client
+    certificate means mutual TLS.
+    """
+    methods: tuple[str, ...] = ()
+    if creds.private_key is not None:
+        methods = ("private_key_jwt",)
+    elif creds.client_secret is not None:
+        methods = ("client_secret_basic", "client_secret_post")
+    if creds.client_cert is not None:
+        methods = (*methods, "tls_client_auth", "self_signed_tls_client_auth")
+    return methods
+
+
 def choose_auth_method(creds: ClientCredentials, supported: Collection[str] | None) -> str:
-    """The strongest method the server supports that this configuration can do.
+    """The likeliest method of this client's registration that the server supports.
 
     `supported` is the metadata's `token_endpoint_auth_methods_supported`; RFC 8414 says
     `client_secret_basic` when the server does not say.
@@ -138,21 +147,16 @@ def choose_auth_method(creds: ClientCredentials, supported: Collection[str] | No
         ConfigurationError: None of the server's methods fits the configuration.
     """
     offered = ("client_secret_basic",) if supported is None else tuple(supported)
-    possible: tuple[str, ...] = ()
-    if creds.private_key is not None:
-        possible = ("private_key_jwt",)
-    elif creds.client_secret is not None:
-        possible = ("client_secret_basic", "client_secret_post")
-        if _can_sign_with_secret(creds.client_secret):
-            possible = ("client_secret_jwt", *possible)
-    if creds.client_cert is not None:
-        possible = (*possible, *sorted(TLS_METHODS))
-    for method in _PREFERENCE:
-        if method in possible and method in offered:
+    possible = _likely_methods(creds)
+    for method in possible:
+        if method in offered:
             return method
+    hint = ""
+    if creds.client_secret is not None and "client_secret_jwt" in offered:
+        hint = "; set auth_method='client_secret_jwt' if the client is registered for it"
     raise ConfigurationError(
         f"the authorization server supports {sorted(offered)} for client authentication; "
-        f"client {creds.client_id!r} is configured for {list(possible)}"
+        f"client {creds.client_id!r} is configured for {list(possible)}{hint}"
     )
 
 
@@ -207,17 +211,15 @@ def assertion_audience(creds: ClientCredentials, token_url: str) -> str:
 def basic_authorization(client_id: str, client_secret: str) -> str:
     """The `Authorization` value for `client_secret_basic` (RFC 6749 section 2.3.1).
 
-    Both parts are form-urlencoded before base64, so a secret holding `:`, `+`, `%` or
-    non-ASCII characters reaches a compliant server intact.
+    Both parts are form-urlencoded before base64, so a secret holding `:`, `+`, `%`, a
+    space or non-ASCII characters reaches a compliant server intact.
     """
-    pair = f"{quote_plus(client_id)}:{quote_plus(client_secret)}"
+    # RFC 6749 section 2.3.1 has id and secret encoded "using the
+    # application/x-www-form-urlencoded encoding algorithm per Appendix B", whose encoder
+    # writes a space as "+". Servers decode the header two ways: with a form decoder ("+"
+    # is a space; oidc-provider, our bundled IdP) or with a plain percent-decoder (RFC 3986
+    # section 2.1; "+" stays "+"; Authlib). So we percent-encode every octet of the UTF-8
+    # form except the unreserved characters (RFC 3986 section 2.3), a space as "%20": a
+    # valid form encoding, which both decoders turn back into the same string.
+    pair = f"{quote(client_id, safe='')}:{quote(client_secret, safe='')}"
     return "Basic " + base64.b64encode(pair.encode("ascii")).decode("ascii")
-
-
-def _can_sign_with_secret(secret: str) -> bool:
-    """Whether client_secret_jwt is possible: joserfc installed and a long enough secret."""
-    try:
-        secret_key(secret, key_id=None, alg=None)
-    except ConfigurationError:
-        return False
-    return True

@@ -83,8 +83,10 @@ class ClientCredentials:
         auth_method: `client_secret_basic` (HTTP Basic, RFC 6749 section 2.3.1),
             `client_secret_post` (id and secret in the form body), `client_secret_jwt` or
             `private_key_jwt` (a signed assertion, RFC 7523), or `auto` (Basic, then the form
-            body on `invalid_client`). Default: `private_key_jwt` with a `private_key`, else
-            the strongest the discovered server supports, else `client_secret_basic`.
+            body on `invalid_client`). Default: `private_key_jwt` with a `private_key`;
+            with a secret `client_secret_basic`, or `client_secret_post` when a discovered
+            server lists only that (never a JWT method unasked); with a `client_cert`
+            alone, mutual TLS.
         issuer: The authorization server's issuer; without `token_url`, the token endpoint
             and auth methods are discovered (RFC 8414, then OpenID Connect discovery).
         private_key: For `private_key_jwt`: a PEM string or a JWK dict. Never shown.

@@ -17,7 +17,7 @@ import traceback
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote_plus
+from urllib.parse import quote, quote_plus
 
 import anyio
 import anyio.abc
@@ -87,8 +87,8 @@ def make_client(idp: IdentityProvider, method: str, token_url: str, *, wrong: bo
     creds = ClientCredentials(
         token_url=token_url, client_id="acme", client_secret=secret, auth_method=method
     )
-    basic = base64.b64encode(f"acme:{quote_plus(secret)}".encode()).decode()
-    return Client(creds, [secret, quote_plus(secret), basic, basic[:24]])
+    basic = base64.b64encode(f"acme:{quote(secret, safe='')}".encode()).decode()
+    return Client(creds, [secret, quote_plus(secret), quote(secret, safe=""), basic, basic[:24]])
 
 
 # Each scenario: a fault the IdP answers every request with (or None), whether the
