@@ -45,8 +45,18 @@ logger = logging.getLogger("tokenflight")
 #: Token responses are small; read no further than this.
 MAX_BODY_BYTES = 64 * 1024
 
-# `tokenflight.testing.set_testing()` flips this to make retries wait zero seconds.
-_testing = {"no_wait": False}
+
+# `tokenflight.testing.set_testing()` flips this to make retries wait zero seconds, and
+# may cap the attempts per token request.
+@dataclass(slots=True)
+class TestingMode:
+    """Whether retries wait, and at most how many attempts a token request makes."""
+
+    no_wait: bool = False
+    attempts: int | None = None
+
+
+_testing = TestingMode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +102,7 @@ def _wait(policy: RetryPolicy, cooling: Callable[[], float]) -> Callable[[RetryC
     backoff = wait_random_exponential(multiplier=policy.initial_wait, max=policy.max_wait)
 
     def wait(state: RetryCallState) -> float:
-        if _testing["no_wait"]:
+        if _testing.no_wait:
             return 0.0
         delay = max(backoff(state), cooling())
         exc = state.outcome.exception() if state.outcome else None
@@ -187,7 +197,8 @@ class TokenEndpoint:
         origin = origin_of(url)
         retrying = AsyncRetrying(
             sleep=anyio.sleep,
-            stop=stop_after_attempt(policy.attempts) | stop_before_delay(policy.total_timeout),
+            stop=stop_after_attempt(_testing.attempts or policy.attempts)
+            | stop_before_delay(policy.total_timeout),
             wait=_wait(policy, lambda: self._rate_limits.jittered(origin)),
             retry=retry_if_exception_type(_Retryable),
             reraise=True,
@@ -301,7 +312,7 @@ class TokenEndpoint:
             # The provider's rate limit covers every tenant on it, not only this one
             # (set_testing(): no waits, hence no cooldowns).
             limited = status == 429 or (status == 503 and retry_after is not None)
-            if limited and not _testing["no_wait"]:
+            if limited and not _testing.no_wait:
                 self._rate_limits.note(url, retry_after, status=status)
             raise _Retryable(
                 f"token endpoint {redact_url(url)} answered HTTP {status}",
