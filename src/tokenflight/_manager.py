@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import ssl
 import threading
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Self, final
 
@@ -32,6 +33,17 @@ from ._errors import (
     TokenEndpointUnavailable,
     TokenError,
     TokenRequestRefused,
+)
+from ._hooks import (
+    CooldownEntered,
+    EvictionReason,
+    FetchFinished,
+    FetchStarted,
+    HookChain,
+    Instrumentation,
+    SlotEvicted,
+    endpoint_host,
+    outcome_of,
 )
 from ._http import (
     DEFAULT_ADMISSION,
@@ -89,6 +101,9 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             are kept). None: until the tenant is evicted. Either way, credentials the
             identity provider refuses (`invalid_client`, `unauthorized_client`) are
             re-resolved once, and the request retried if they changed.
+        instrumentation: An `Instrumentation` (such as
+            `tokenflight.otel.OpenTelemetryInstrumentation`), or a sequence of them, told
+            about token fetches, cooldowns and evictions; a hook that raises is logged.
     """
 
     def __init__(
@@ -104,6 +119,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         max_concurrent_fetches: int = 20,
         credentials_ttl: float | None = None,
+        instrumentation: Instrumentation | Sequence[Instrumentation] | None = None,
     ) -> None:
         if not isinstance(max_concurrent_fetches, int) or max_concurrent_fetches < 1:
             raise ConfigurationError("max_concurrent_fetches must be an integer >= 1")
@@ -147,6 +163,8 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         self._refreshing = 0
         self._refresh_queue = RefreshQueue()
         self._scheduler = RefreshScheduler(self._clock, self._on_due)
+        self._hooks = HookChain(instrumentation)
+        self._fetch_ids = itertools.count(1)
 
     def __repr__(self) -> str:
         state = "running" if self._tg is not None else "stopped"
@@ -512,7 +530,20 @@ class TokenManager(anyio.AsyncContextManagerMixin):
 
     def _start_flight(self, slot: Slot, *, background: bool) -> TokenFlight:
         tg = self._task_group()
-        flight = TokenFlight(background=background)
+        flight = TokenFlight(
+            background=background, started_at=self._clock(), fetch_id=next(self._fetch_ids)
+        )
+        if self._hooks:  # in the caller's task: an OpenTelemetry span nests under its own
+            creds = slot.creds
+            self._hooks.fetch_started(
+                FetchStarted(
+                    key=slot.key,
+                    client_id=creds.client_id,
+                    endpoint_host=endpoint_host(creds.token_url or creds.issuer),
+                    background=background,
+                    fetch_id=flight.fetch_id,
+                )
+            )
         slot.flight = flight
         self._scheduler.cancel(slot)  # the flight reschedules it when it lands
         self._refresh_queue.discard(slot)  # this flight brings the new token
@@ -629,6 +660,26 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             self._settle_failure(slot, flight.error, now)
         if not slot.evicted:
             self._scheduler.schedule(slot, slot.next_wakeup())
+        if self._hooks:
+            self._report_finish(slot, flight, now)
+
+    def _report_finish(self, slot: Slot, flight: TokenFlight, now: float) -> None:
+        error = None if flight.result is not None else flight.error
+        self._hooks.fetch_finished(
+            FetchFinished(
+                key=slot.key,
+                client_id=slot.creds.client_id,
+                endpoint_host=endpoint_host(slot.creds.token_url or slot.creds.issuer),
+                background=flight.background,
+                fetch_id=flight.fetch_id,
+                duration=max(0.0, now - flight.started_at),
+                outcome=outcome_of(error),
+                error_code=getattr(error, "error", None),
+                error_type=None if error is None else type(error).__name__,
+                status_code=getattr(error, "status_code", None),
+                from_store=flight.from_store,
+            )
+        )
 
     def _settle_token(self, slot: Slot, flight: TokenFlight) -> None:
         assert flight.result is not None
@@ -651,6 +702,16 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             cooldown,
             error.message,
         )
+        if self._hooks:
+            self._hooks.cooldown_entered(
+                CooldownEntered(
+                    key=slot.key,
+                    client_id=slot.creds.client_id,
+                    seconds=cooldown,
+                    error_type=type(error).__name__,
+                    failures=slot.failures,
+                )
+            )
 
     def _on_due(self, slot: Slot) -> None:
         """The scheduler's callback: evict, refresh, then plan the next look.
@@ -704,9 +765,9 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         cap = self._refresh.max_slots
         count = len(self._table) - cap + cap // 100
         for victim in self._table.least_recently_used(count, keep=keep):
-            self._evict(victim)
+            self._evict(victim, reason="max_slots")
 
-    def _evict(self, slot: Slot, *, counted: bool = True) -> None:
+    def _evict(self, slot: Slot, *, counted: bool = True, reason: EvictionReason = "idle") -> None:
         slot.evicted = True
         slot.usable_until = 0.0
         self._scheduler.cancel(slot)
@@ -718,7 +779,9 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         if self._table.remove(slot) and tenant in self._resolved:
             del self._resolved[tenant]
             self._tenants.pop(tenant, None)
+        if self._hooks:
+            self._hooks.slot_evicted(SlotEvicted(key=slot.key, reason=reason))
 
     def _drop_tenant_slots(self, tenant: str) -> None:
         for slot in self._table.of_tenant(tenant):
-            self._evict(slot, counted=False)
+            self._evict(slot, counted=False, reason="tenant_dropped")

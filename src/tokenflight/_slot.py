@@ -37,12 +37,14 @@ class SlotKey(NamedTuple):
 class TokenFlight(Flight[Token]):
     """One token request in progress, shared by every caller that waits for it."""
 
-    __slots__ = ("background", "from_store")
+    __slots__ = ("background", "fetch_id", "from_store", "started_at")
 
-    def __init__(self, *, background: bool) -> None:
+    def __init__(self, *, background: bool, started_at: float = 0.0, fetch_id: int = 0) -> None:
         super().__init__()
         self.background = background
         self.from_store = False
+        self.started_at = started_at  # the event loop's clock, for the fetch's duration
+        self.fetch_id = fetch_id  # tells instrumentation's concurrent fetches apart
 
 
 @dataclass(slots=True, eq=False)
