@@ -12,6 +12,7 @@ own in a few lines.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ __all__ = [
     "Instrumentation",
     "SlotEvicted",
     "endpoint_host",
+    "next_fetch_id",
     "outcome_of",
 ]
 
@@ -63,7 +65,8 @@ class FetchStarted:
         client_id: The tenant's OAuth client id.
         endpoint_host: Host of the token endpoint (of the issuer before discovery).
         background: A refresh ahead of expiry, rather than a fetch callers wait for.
-        fetch_id: Tells concurrent fetches apart; the same in the matching `FetchFinished`.
+        fetch_id: Unique in the process (across managers); the same in the matching
+            `FetchFinished`.
     """
 
     key: SlotKey
@@ -158,6 +161,10 @@ class Instrumentation(Protocol):
 
     def slot_evicted(self, event: SlotEvicted) -> None:
         """A slot was evicted."""
+
+
+#: Fetch ids, unique in the process, so that one hook may serve several managers.
+next_fetch_id = itertools.count(1).__next__
 
 
 def endpoint_host(url: str | None) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 import ssl
 import threading
@@ -43,6 +42,7 @@ from ._hooks import (
     Instrumentation,
     SlotEvicted,
     endpoint_host,
+    next_fetch_id,
     outcome_of,
 )
 from ._http import (
@@ -164,7 +164,6 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         self._refresh_queue = RefreshQueue()
         self._scheduler = RefreshScheduler(self._clock, self._on_due)
         self._hooks = HookChain(instrumentation)
-        self._fetch_ids = itertools.count(1)
 
     def __repr__(self) -> str:
         state = "running" if self._tg is not None else "stopped"
@@ -531,7 +530,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
     def _start_flight(self, slot: Slot, *, background: bool) -> TokenFlight:
         tg = self._task_group()
         flight = TokenFlight(
-            background=background, started_at=self._clock(), fetch_id=next(self._fetch_ids)
+            background=background, started_at=self._clock(), fetch_id=next_fetch_id()
         )
         if self._hooks:  # in the caller's task: an OpenTelemetry span nests under its own
             creds = slot.creds
