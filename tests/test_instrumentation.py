@@ -231,3 +231,52 @@ async def test_no_hook_is_called_on_a_cached_token():
             await tokens.get_token("acme")
         await anyio.lowlevel.checkpoint()
         assert len(recorder.events) == count
+
+
+# -- logs ------------------------------------------------------------------------------
+
+
+def fields(record: logging.LogRecord) -> dict[str, object]:
+    return {k: getattr(record, k, None) for k in ("tenant", "client_id", "endpoint_host", "status")}
+
+
+async def test_failure_warning_carries_structured_fields(caplog, no_retry_wait):
+    """The failure warning has tenant, client_id, endpoint_host and status, and no secret."""
+    caplog.set_level(logging.WARNING, logger="tokenflight")
+    async with IdentityProvider() as idp, TokenManager(retry=FAST) as tokens:
+        idp.add_client("acme", SECRET)
+        idp.inject(Fault(status=503), count=None)
+        tokens.register("acme", creds(idp))
+        with pytest.raises(TokenEndpointUnavailable):
+            await tokens.get_token("acme")
+    [record] = [r for r in caplog.records if "failed, next try" in r.getMessage()]
+    assert record.levelno == logging.WARNING
+    assert fields(record) == {
+        "tenant": "acme",
+        "client_id": "acme",
+        "endpoint_host": "127.0.0.1",
+        "status": 503,
+    }
+    assert SECRET not in repr(vars(record))
+
+
+async def test_refreshes_and_evictions_are_logged_at_debug(caplog):
+    """A background refresh and an eviction each log one DEBUG record with the fields."""
+    caplog.set_level(logging.DEBUG, logger="tokenflight")
+    async with IdentityProvider(token_lifetime=1) as idp, TokenManager() as tokens:
+        idp.add_client("acme", SECRET)
+        tokens.register("acme", creds(idp))
+        await tokens.get_token("acme")
+        await tokens.get_token("acme")  # used since it arrived: worth refreshing
+        await wait_until(lambda: tokens.stats().total.refreshes >= 1)
+        tokens.unregister("acme")
+    debug = [r for r in caplog.records if r.levelno == logging.DEBUG]
+    refreshed = [r for r in debug if "refreshed the token" in r.getMessage()]
+    evicted = [r for r in debug if "evicted a slot" in r.getMessage()]
+    assert refreshed
+    assert len(evicted) == 1
+    assert "tenant_dropped" in evicted[0].getMessage()
+    for record in (refreshed[0], evicted[0]):
+        assert fields(record)["tenant"] == "acme"
+        assert fields(record)["endpoint_host"] == "127.0.0.1"
+        assert SECRET not in repr(vars(record))

@@ -686,6 +686,12 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             pass  # counted as a store hit; another process made the request
         elif flight.background:
             slot.refreshes += 1
+            logger.debug(
+                "refreshed the token of tenant %r (client_id %r) in the background",
+                slot.key.tenant,
+                slot.creds.client_id,
+                extra=self._log_fields(slot),
+            )
         else:
             slot.fetches += 1
         flight.result = slot.take_token(
@@ -700,6 +706,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             slot.creds.client_id,
             cooldown,
             error.message,
+            extra=self._log_fields(slot, status=getattr(error, "status_code", None)),
         )
         if self._hooks:
             self._hooks.cooldown_entered(
@@ -778,8 +785,21 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         if self._table.remove(slot) and tenant in self._resolved:
             del self._resolved[tenant]
             self._tenants.pop(tenant, None)
+        logger.debug(
+            "evicted a slot of tenant %r (%s)", tenant, reason, extra=self._log_fields(slot)
+        )
         if self._hooks:
             self._hooks.slot_evicted(SlotEvicted(key=slot.key, reason=reason))
+
+    @staticmethod
+    def _log_fields(slot: Slot, *, status: int | None = None) -> dict[str, object]:
+        """Structured fields of a log record (`extra=`): never a secret or a token."""
+        return {
+            "tenant": slot.key.tenant,
+            "client_id": slot.creds.client_id,
+            "endpoint_host": endpoint_host(slot.creds.token_url or slot.creds.issuer),
+            "status": status,
+        }
 
     def _drop_tenant_slots(self, tenant: str) -> None:
         for slot in self._table.of_tenant(tenant):
