@@ -280,3 +280,43 @@ async def test_refreshes_and_evictions_are_logged_at_debug(caplog):
         assert fields(record)["tenant"] == "acme"
         assert fields(record)["endpoint_host"] == "127.0.0.1"
         assert SECRET not in repr(vars(record))
+
+
+# -- health view -----------------------------------------------------------------------
+
+
+async def test_stats_show_each_keys_health():
+    """stats() per key: expires_in, refresh_at and latency after a fetch; no error."""
+    async with IdentityProvider(token_lifetime=3600) as idp, TokenManager() as tokens:
+        idp.add_client("acme", SECRET)
+        tokens.register("acme", creds(idp))
+        await tokens.get_token("acme")
+        [health] = tokens.stats().keys.values()
+        now = anyio.current_time()
+    assert health.expires_in is not None
+    assert 3500 < health.expires_in <= 3600
+    assert health.refresh_at is not None
+    assert health.refresh_at > now
+    assert health.last_fetch_latency is not None
+    assert health.last_fetch_latency >= 0
+    assert health.last_error is None
+    assert health.cooldown_until is None
+    assert tokens.stats().total.expires_in is None  # the health view is per key
+
+
+async def test_stats_show_a_failing_keys_error_and_cooldown():
+    """stats() per key after a refusal: last_error (no secret) and cooldown_until."""
+    async with IdentityProvider() as idp, TokenManager() as tokens:
+        idp.add_client("acme", SECRET)
+        tokens.register("acme", creds(idp, secret="wrong-secret-never-shown"))
+        with pytest.raises(TokenRequestRefused):
+            await tokens.get_token("acme")
+        [health] = tokens.stats().keys.values()
+        now = anyio.current_time()
+    assert health.last_error is not None
+    assert health.last_error.startswith("TokenRequestRefused: ")
+    assert "invalid_client" in health.last_error
+    assert "wrong-secret-never-shown" not in health.last_error
+    assert health.cooldown_until is not None
+    assert health.cooldown_until > now
+    assert health.expires_in is None

@@ -443,11 +443,12 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         return self._dpop_nonces
 
     def stats(self) -> ManagerStatistics:
-        """A snapshot of the counters, per live key and in total."""
+        """A snapshot of the counters, per live key and in total, and each key's health."""
         keys: dict[SlotKey, KeyStatistics] = {}
         total = self._retired
+        now = None if self._tg is None else self._clock()  # the health view, while running
         for slot in self._table.unique():
-            counters = slot.counters()
+            counters = slot.counters(now)
             keys[slot.key] = counters
             total = total + counters
         return ManagerStatistics(
@@ -642,6 +643,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
     def _settle(self, slot: Slot, flight: TokenFlight) -> None:
         """Record a flight's outcome on its slot and plan the next wake-up (no I/O)."""
         now = self._clock()
+        slot.last_latency = max(0.0, now - flight.started_at)
         token = flight.result
         if token is not None and now >= token.expires_at:
             # Expired on arrival (a lifetime shorter than this loop's latency): a failure,
