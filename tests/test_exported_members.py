@@ -51,6 +51,18 @@ def test_core_api_names_are_exported():
     assert promised <= set(tokenflight.__all__)
 
 
+def test_instrumentation_names_are_exported():
+    """The instrumentation protocol and its event values are importable from tokenflight."""
+    promised = {
+        "Instrumentation",
+        "FetchStarted",
+        "FetchFinished",
+        "CooldownEntered",
+        "SlotEvicted",
+    }
+    assert promised <= set(tokenflight.__all__)
+
+
 def test_py_typed_ships():
     """The package carries the PEP 561 py.typed marker."""
     assert importlib.resources.files("tokenflight").joinpath("py.typed").is_file()

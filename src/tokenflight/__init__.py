@@ -18,6 +18,11 @@ from ._errors import TokenEndpointUnavailable as TokenEndpointUnavailable
 from ._errors import TokenError as TokenError
 from ._errors import TokenRequestRefused as TokenRequestRefused
 from ._errors import UnknownTenantError as UnknownTenantError
+from ._hooks import CooldownEntered as CooldownEntered
+from ._hooks import FetchFinished as FetchFinished
+from ._hooks import FetchStarted as FetchStarted
+from ._hooks import Instrumentation as Instrumentation
+from ._hooks import SlotEvicted as SlotEvicted
 from ._manager import TokenManager as TokenManager
 from ._slot import SlotKey as SlotKey
 from ._stats import KeyStatistics as KeyStatistics
@@ -34,12 +39,17 @@ __all__ = [
     "AdmissionStatistics",
     "ClientCredentials",
     "ConfigurationError",
+    "CooldownEntered",
+    "FetchFinished",
+    "FetchStarted",
+    "Instrumentation",
     "KeyStatistics",
     "MalformedTokenResponse",
     "ManagerClosedError",
     "ManagerStatistics",
     "RefreshPolicy",
     "RetryPolicy",
+    "SlotEvicted",
     "SlotKey",
     "SyncTokenAuth",
     "SyncTokenManager",

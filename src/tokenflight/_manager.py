@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Self, final
 
@@ -32,6 +32,18 @@ from ._errors import (
     TokenEndpointUnavailable,
     TokenError,
     TokenRequestRefused,
+)
+from ._hooks import (
+    CooldownEntered,
+    EvictionReason,
+    FetchFinished,
+    FetchStarted,
+    HookChain,
+    Instrumentation,
+    SlotEvicted,
+    endpoint_host,
+    next_fetch_id,
+    outcome_of,
 )
 from ._http import (
     DEFAULT_ADMISSION,
@@ -96,6 +108,9 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             `max_concurrent_fetches` (at least 1), so that a slow or failing provider can
             hold at most half of the places and the tenants of other providers never
             queue behind its tenants. Free places go to the provider holding the fewest.
+        instrumentation: An `Instrumentation` (such as
+            `tokenflight.otel.OpenTelemetryInstrumentation`), or a sequence of them, told
+            about token fetches, cooldowns and evictions; a hook that raises is logged.
     """
 
     def __init__(
@@ -112,6 +127,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         max_concurrent_fetches: int = 20,
         max_fetches_per_origin: int | None = None,
         credentials_ttl: float | None = None,
+        instrumentation: Instrumentation | Sequence[Instrumentation] | None = None,
     ) -> None:
         if not isinstance(max_concurrent_fetches, int) or max_concurrent_fetches < 1:
             raise ConfigurationError("max_concurrent_fetches must be an integer >= 1")
@@ -163,6 +179,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         self._refreshing = 0
         self._refresh_queue = RefreshQueue()
         self._scheduler = RefreshScheduler(self._clock, self._on_due)
+        self._hooks = HookChain(instrumentation)
 
     def __repr__(self) -> str:
         state = "running" if self._tg is not None else "stopped"
@@ -446,11 +463,12 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         return self._dpop_nonces
 
     def stats(self) -> ManagerStatistics:
-        """A snapshot of the counters, per live key and in total."""
+        """A snapshot of the counters, per live key and in total, and each key's health."""
         keys: dict[SlotKey, KeyStatistics] = {}
         total = self._retired
+        now = None if self._tg is None else self._clock()  # the health view, while running
         for slot in self._table.unique():
-            counters = slot.counters()
+            counters = slot.counters(now)
             keys[slot.key] = counters
             total = total + counters
         return ManagerStatistics(
@@ -532,7 +550,20 @@ class TokenManager(anyio.AsyncContextManagerMixin):
 
     def _start_flight(self, slot: Slot, *, background: bool) -> TokenFlight:
         tg = self._task_group()
-        flight = TokenFlight(background=background)
+        flight = TokenFlight(
+            background=background, started_at=self._clock(), fetch_id=next_fetch_id()
+        )
+        if self._hooks:  # in the caller's task: an OpenTelemetry span nests under its own
+            creds = slot.creds
+            self._hooks.fetch_started(
+                FetchStarted(
+                    key=slot.key,
+                    client_id=creds.client_id,
+                    endpoint_host=endpoint_host(creds.token_url or creds.issuer),
+                    background=background,
+                    fetch_id=flight.fetch_id,
+                )
+            )
         slot.flight = flight
         self._scheduler.cancel(slot)  # the flight reschedules it when it lands
         self._refresh_queue.discard(slot)  # this flight brings the new token
@@ -566,6 +597,8 @@ class TokenManager(anyio.AsyncContextManagerMixin):
                 self._start_queued_refreshes()
             if not isinstance(flight.error, ManagerClosedError):
                 self._settle(slot, flight)
+            elif self._hooks:  # cut off by shutdown: nothing to settle, but hooks see the end
+                self._report_finish(slot, flight, self._clock())
             flight.done.set()
 
     async def _obtain(self, slot: Slot, flight: TokenFlight, deadline: float) -> Token:
@@ -672,6 +705,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
     def _settle(self, slot: Slot, flight: TokenFlight) -> None:
         """Record a flight's outcome on its slot and plan the next wake-up (no I/O)."""
         now = self._clock()
+        slot.last_latency = max(0.0, now - flight.started_at)
         token = flight.result
         if token is not None and now >= token.expires_at:
             # Expired on arrival (a lifetime shorter than this loop's latency): a failure,
@@ -689,6 +723,26 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             self._settle_failure(slot, flight.error, now)
         if not slot.evicted:
             self._scheduler.schedule(slot, slot.next_wakeup())
+        if self._hooks:
+            self._report_finish(slot, flight, now)
+
+    def _report_finish(self, slot: Slot, flight: TokenFlight, now: float) -> None:
+        error = None if flight.result is not None else flight.error
+        self._hooks.fetch_finished(
+            FetchFinished(
+                key=slot.key,
+                client_id=slot.creds.client_id,
+                endpoint_host=endpoint_host(slot.creds.token_url or slot.creds.issuer),
+                background=flight.background,
+                fetch_id=flight.fetch_id,
+                duration=max(0.0, now - flight.started_at),
+                outcome=outcome_of(error),
+                error_code=getattr(error, "error", None),
+                error_type=None if error is None else type(error).__name__,
+                status_code=getattr(error, "status_code", None),
+                from_store=flight.from_store,
+            )
+        )
 
     def _settle_token(self, slot: Slot, flight: TokenFlight) -> None:
         assert flight.result is not None
@@ -696,6 +750,12 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             pass  # counted as a store hit; another process made the request
         elif flight.background:
             slot.refreshes += 1
+            logger.debug(
+                "refreshed the token of tenant %r (client_id %r) in the background",
+                slot.key.tenant,
+                slot.creds.client_id,
+                extra=self._log_fields(slot),
+            )
         else:
             slot.fetches += 1
         flight.result = slot.take_token(
@@ -710,7 +770,18 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             slot.creds.client_id,
             cooldown,
             error.message,
+            extra=self._log_fields(slot, status=getattr(error, "status_code", None)),
         )
+        if self._hooks:
+            self._hooks.cooldown_entered(
+                CooldownEntered(
+                    key=slot.key,
+                    client_id=slot.creds.client_id,
+                    seconds=cooldown,
+                    error_type=type(error).__name__,
+                    failures=slot.failures,
+                )
+            )
 
     def _on_due(self, slot: Slot) -> None:
         """The scheduler's callback: evict, refresh, then plan the next look.
@@ -764,9 +835,9 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         cap = self._refresh.max_slots
         count = len(self._table) - cap + cap // 100
         for victim in self._table.least_recently_used(count, keep=keep):
-            self._evict(victim)
+            self._evict(victim, reason="max_slots")
 
-    def _evict(self, slot: Slot, *, counted: bool = True) -> None:
+    def _evict(self, slot: Slot, *, counted: bool = True, reason: EvictionReason = "idle") -> None:
         slot.evicted = True
         slot.usable_until = 0.0
         self._scheduler.cancel(slot)
@@ -778,7 +849,22 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         if self._table.remove(slot) and tenant in self._resolved:
             del self._resolved[tenant]
             self._tenants.pop(tenant, None)
+        logger.debug(
+            "evicted a slot of tenant %r (%s)", tenant, reason, extra=self._log_fields(slot)
+        )
+        if self._hooks:
+            self._hooks.slot_evicted(SlotEvicted(key=slot.key, reason=reason))
+
+    @staticmethod
+    def _log_fields(slot: Slot, *, status: int | None = None) -> dict[str, object]:
+        """Structured fields of a log record (`extra=`): never a secret or a token."""
+        return {
+            "tenant": slot.key.tenant,
+            "client_id": slot.creds.client_id,
+            "endpoint_host": endpoint_host(slot.creds.token_url or slot.creds.issuer),
+            "status": status,
+        }
 
     def _drop_tenant_slots(self, tenant: str) -> None:
         for slot in self._table.of_tenant(tenant):
-            self._evict(slot, counted=False)
+            self._evict(slot, counted=False, reason="tenant_dropped")

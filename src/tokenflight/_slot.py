@@ -37,12 +37,14 @@ class SlotKey(NamedTuple):
 class TokenFlight(Flight[Token]):
     """One token request in progress, shared by every caller that waits for it."""
 
-    __slots__ = ("background", "from_store")
+    __slots__ = ("background", "fetch_id", "from_store", "started_at")
 
-    def __init__(self, *, background: bool) -> None:
+    def __init__(self, *, background: bool, started_at: float = 0.0, fetch_id: int = 0) -> None:
         super().__init__()
         self.background = background
         self.from_store = False
+        self.started_at = started_at  # the event loop's clock, for the fetch's duration
+        self.fetch_id = fetch_id  # tells instrumentation's concurrent fetches apart
 
 
 @dataclass(slots=True, eq=False)
@@ -88,6 +90,8 @@ class Slot:
     rejections: int = 0
     last_rejection: float = float("-inf")
     rejections_ignored_until: float = 0.0
+    # Seconds the last fetch took (the health view in stats()).
+    last_latency: float | None = None
 
     def is_usable(self, now: float, min_ttl: float = 0.0) -> bool:
         """Whether the current token may be handed out for at least `min_ttl` more seconds."""
@@ -220,8 +224,18 @@ class Slot:
         self.usable_until = 0.0
         self.refresh_at = None
 
-    def counters(self) -> KeyStatistics:
-        """This slot's counters, as a snapshot."""
+    def counters(self, now: float | None = None) -> KeyStatistics:
+        """This slot's counters, as a snapshot; with `now`, its health view too."""
+        if now is None:
+            return KeyStatistics(
+                hits=self.hits,
+                misses=self.misses,
+                fetches=self.fetches,
+                refreshes=self.refreshes,
+                failures=self.failure_count,
+                store_hits=self.store_hits,
+            )
+        token, failure = self.token, self.failure
         return KeyStatistics(
             hits=self.hits,
             misses=self.misses,
@@ -229,4 +243,9 @@ class Slot:
             refreshes=self.refreshes,
             failures=self.failure_count,
             store_hits=self.store_hits,
+            expires_in=None if token is None else max(0.0, token.expires_at - now),
+            refresh_at=self.refresh_at,
+            last_error=None if failure is None else f"{type(failure).__name__}: {failure}",
+            cooldown_until=self.retry_at if self.is_cooling_down(now) else None,
+            last_fetch_latency=self.last_latency,
         )

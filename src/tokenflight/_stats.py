@@ -24,6 +24,17 @@ class KeyStatistics:
         refreshes: Token requests made in the background before expiry.
         failures: Fetches and refreshes that failed.
         store_hits: Tokens taken from a shared store instead of the token endpoint.
+        expires_in: Seconds the current token stays valid (None: no token, or a total).
+        refresh_at: When the token will be refreshed, on the event loop's clock
+            (`anyio.current_time()`); None when no refresh is planned.
+        last_error: The remembered failure, as "ErrorType: message" (never a secret);
+            None after a success.
+        cooldown_until: Until when that failure is raised without asking again, on the
+            event loop's clock; None when not cooling down.
+        last_fetch_latency: Seconds the last fetch of this key took, failed or not.
+
+    The last five form a health view of a live key (in `ManagerStatistics.keys`, taken
+    while the manager runs); they are None in `ManagerStatistics.total`.
     """
 
     hits: int = 0
@@ -32,6 +43,12 @@ class KeyStatistics:
     refreshes: int = 0
     failures: int = 0
     store_hits: int = 0
+    # The health view: moment-bound, so left out of `==` (which compares the counters).
+    expires_in: float | None = field(default=None, compare=False)
+    refresh_at: float | None = field(default=None, compare=False)
+    last_error: str | None = field(default=None, compare=False)
+    cooldown_until: float | None = field(default=None, compare=False)
+    last_fetch_latency: float | None = field(default=None, compare=False)
 
     def __add__(self, other: KeyStatistics) -> KeyStatistics:
         return KeyStatistics(
