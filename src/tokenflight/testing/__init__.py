@@ -8,11 +8,6 @@ async with IdentityProvider(profile="auth0") as idp:
 ```
 """
 
-from __future__ import annotations
-
-import dataclasses
-from typing import TYPE_CHECKING
-
 from ._fixtures import TEST_CLIENT_ID as TEST_CLIENT_ID
 from ._fixtures import running_idp as running_idp
 from ._idp import IdentityProvider as IdentityProvider
@@ -23,6 +18,7 @@ from ._model import IdPClient as IdPClient
 from ._model import Profile as Profile
 from ._model import ProfileName as ProfileName
 from ._model import TokenRequestRecord as TokenRequestRecord
+from ._switch import set_testing as set_testing
 
 __all__ = [
     "Fault",
@@ -37,48 +33,3 @@ __all__ = [
     "running_idp",
     "set_testing",
 ]
-
-
-if TYPE_CHECKING:
-    from .._endpoint import TestingMode
-
-
-class _TestingMode:
-    """What `set_testing()` returns: leaving it as a context manager restores the before."""
-
-    def __init__(self, before: TestingMode) -> None:
-        self._before = before
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc_info: object) -> None:
-        from .._endpoint import _testing
-
-        _testing.no_wait, _testing.attempts = self._before.no_wait, self._before.attempts
-
-
-def set_testing(testing: bool = True, *, attempts: int | None = None) -> _TestingMode:
-    """Turn retry waits off (or back on) for your own tests.
-
-    With testing on, retried token requests are sent again at once instead of after a
-    backoff, so a test of failure handling takes milliseconds; `Retry-After` is ignored
-    too. `attempts` caps the attempts per token request (1: no retries). Works as a plain
-    call, or as a context manager that restores the previous mode when it ends:
-
-    ```python
-    with set_testing(attempts=1):
-        ...
-    ```
-
-    Raises:
-        ValueError: `attempts` is not a positive integer.
-    """
-    from .._endpoint import _testing
-
-    if attempts is not None and (not isinstance(attempts, int) or attempts < 1):
-        raise ValueError(f"attempts must be a positive integer, not {attempts!r}")
-    before = dataclasses.replace(_testing)
-    _testing.no_wait = testing
-    _testing.attempts = attempts if testing else None
-    return _TestingMode(before)
