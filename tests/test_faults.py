@@ -183,6 +183,7 @@ async def test_serve_stale_then_fail_fast_then_recover():
                 assert (await tm.get_token("acme")).access_token == first.access_token
                 await anyio.sleep(0.02)
         assert idp.token_requests >= 2  # the background refresh was tried, and failed
+        assert tm.stats().total.stale_served >= 1  # and counted as served stale
         await wait_until(lambda: anyio.current_time() >= usable_until)
         before = idp.token_requests
         results = await gather(100, lambda: tm.get_token("acme"))

@@ -320,3 +320,15 @@ async def test_stats_show_a_failing_keys_error_and_cooldown():
     assert health.cooldown_until is not None
     assert health.cooldown_until > now
     assert health.expires_in is None
+
+
+async def test_single_flight_joins_are_counted(tokens):
+    """50 concurrent callers of a cold key: one fetch, 49 joins, in stats()."""
+    import anyio
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(50):
+            tg.start_soon(tokens.get_token, "acme")
+    total = tokens.stats().total
+    assert (total.fetches, total.joins, total.misses) == (1, 49, 50)
+    assert tokens.stats().admission_waiting == 0

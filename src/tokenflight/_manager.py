@@ -478,6 +478,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             tenants=len(self._tenants),
             evictions=self._evictions,
             in_flight=self._in_flight,
+            admission_waiting=self._admission.statistics().waiting,
         )
 
     # -- slow path -------------------------------------------------------------------
@@ -499,6 +500,8 @@ class TokenManager(anyio.AsyncContextManagerMixin):
                 if slot.failure is not None and slot.is_cooling_down(now):
                     raise slot.failure._clone()
                 flight = self._start_flight(slot, background=False)
+            else:
+                slot.joins += 1
             token = await flight.wait()
             if self._clock() < token.expires_at:
                 return token  # the new token, even if shorter-lived than min_ttl

@@ -79,6 +79,8 @@ class Slot:
     refreshes: int = 0
     failure_count: int = 0
     store_hits: int = 0
+    joins: int = 0
+    stale_served: int = 0
     # Every key spelling that maps to this slot (defaults omitted or written out).
     aliases: list[SlotKey] = field(default_factory=list)
     # The slot's DPoP key pair, made on its first fetch when the credentials ask for DPoP.
@@ -195,6 +197,7 @@ class Slot:
         # Serve stale: while the current token is usable, callers keep it and the refresh
         # is tried again after the cooldown.
         self.refresh_at = self.retry_at if self.is_usable(now) else None
+        self.stale_served += self.refresh_at is not None
         return cooldown
 
     def take_rejection(self, now: float, policy: RetryPolicy) -> bool:
@@ -234,6 +237,8 @@ class Slot:
                 refreshes=self.refreshes,
                 failures=self.failure_count,
                 store_hits=self.store_hits,
+                joins=self.joins,
+                stale_served=self.stale_served,
             )
         token, failure = self.token, self.failure
         return KeyStatistics(
@@ -243,6 +248,8 @@ class Slot:
             refreshes=self.refreshes,
             failures=self.failure_count,
             store_hits=self.store_hits,
+            joins=self.joins,
+            stale_served=self.stale_served,
             expires_in=None if token is None else max(0.0, token.expires_at - now),
             refresh_at=self.refresh_at,
             last_error=None if failure is None else f"{type(failure).__name__}: {failure}",

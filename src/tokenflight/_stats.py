@@ -24,6 +24,9 @@ class KeyStatistics:
         refreshes: Token requests made in the background before expiry.
         failures: Fetches and refreshes that failed.
         store_hits: Tokens taken from a shared store instead of the token endpoint.
+        joins: Misses that joined a fetch already in flight (single flight at work).
+        stale_served: Refreshes that failed while the current token stayed usable, so
+            callers kept getting it (serve stale).
         expires_in: Seconds the current token stays valid (None: no token, or a total).
         refresh_at: When the token will be refreshed, on the event loop's clock
             (`anyio.current_time()`); None when no refresh is planned.
@@ -43,6 +46,8 @@ class KeyStatistics:
     refreshes: int = 0
     failures: int = 0
     store_hits: int = 0
+    joins: int = 0
+    stale_served: int = 0
     # The health view: moment-bound, so left out of `==` (which compares the counters).
     expires_in: float | None = field(default=None, compare=False)
     refresh_at: float | None = field(default=None, compare=False)
@@ -58,6 +63,8 @@ class KeyStatistics:
             refreshes=self.refreshes + other.refreshes,
             failures=self.failures + other.failures,
             store_hits=self.store_hits + other.store_hits,
+            joins=self.joins + other.joins,
+            stale_served=self.stale_served + other.stale_served,
         )
 
 
@@ -73,6 +80,8 @@ class ManagerStatistics:
         tenants: Tenants with credentials (registered or resolved).
         evictions: Slots evicted: idle with no valid token, or over `RefreshPolicy.max_slots`.
         in_flight: Token requests in progress.
+        admission_waiting: Authorized requests waiting at the manager's shared admission
+            gate (the default of `auth()`) for their turn.
     """
 
     total: KeyStatistics
@@ -81,3 +90,4 @@ class ManagerStatistics:
     tenants: int = 0
     evictions: int = 0
     in_flight: int = 0
+    admission_waiting: int = 0

@@ -21,7 +21,8 @@ Instruments (names are stable; attributes in parentheses):
 - `tokenflight.cooldowns` (counter, `{cooldown}`): failures remembered, by `error.type`.
 - `tokenflight.evictions` (counter, `{eviction}`): slots evicted, by
   `tokenflight.eviction.reason` (`idle`, `max_slots`, `tenant_dropped`).
-- `tokenflight.cache.hits`, `tokenflight.cache.misses` (observable counters, `{call}`),
+- `tokenflight.cache.hits`, `tokenflight.cache.misses`, `tokenflight.single_flight.joins`,
+  `tokenflight.stale_served` (observable counters), `tokenflight.admission.waiting`,
   `tokenflight.slots` (observable up-down counter, `{slot}`) and
   `tokenflight.token.fetch.active` (observable up-down counter, `{fetch}`): read from
   `stats()` of the managers given to `observe()`, summed.
@@ -126,8 +127,26 @@ class OpenTelemetryInstrumentation:
             "{call}",
             "get_token calls that started or joined a fetch",
         )
+        meter.create_observable_counter(
+            "tokenflight.single_flight.joins",
+            [self._observe(lambda s: s.total.joins)],
+            "{call}",
+            "Misses that joined a fetch already in flight",
+        )
+        meter.create_observable_counter(
+            "tokenflight.stale_served",
+            [self._observe(lambda s: s.total.stale_served)],
+            "{refresh}",
+            "Failed refreshes while the current token stayed in use (serve stale)",
+        )
         meter.create_observable_up_down_counter(
             "tokenflight.slots", [self._observe(lambda s: s.slots)], "{slot}", "Live slots"
+        )
+        meter.create_observable_up_down_counter(
+            "tokenflight.admission.waiting",
+            [self._observe(lambda s: s.admission_waiting)],
+            "{request}",
+            "Authorized requests waiting at the manager's shared admission gate",
         )
         meter.create_observable_up_down_counter(
             "tokenflight.token.fetch.active",
