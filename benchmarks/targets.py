@@ -11,7 +11,9 @@ import scenario_economy
 import scenario_fairness
 
 FETCH_CONCURRENCY = 20  # TokenManager's default max_concurrent_fetches
-POOL_LIMIT = 20  # TokenManager's default max_connections
+POOL_LIMIT = 20  # TokenManager's default max_connections on httpx
+#: TokenManager's default pool (= max_concurrent_fetches) by stack.
+POOL_LIMITS = {"httpx": 20, "httpx2": 64, "aiohttp": 64}
 LATENCY = 0.02
 TOLERANCE = 1.10  # "no worse than" allows 10 % of run-to-run noise
 
@@ -105,8 +107,8 @@ def _b4(rows: list[dict[str, Any]]) -> list[tuple[str, bool, str]]:
             )
             out.append(
                 (
-                    f"{label}: IdP connections ≤ pool limit ({POOL_LIMIT})",
-                    r["connections"] <= POOL_LIMIT,
+                    f"{label}: IdP connections ≤ pool limit ({POOL_LIMITS[stack]})",
+                    r["connections"] <= POOL_LIMITS[stack],
                     f"{r['connections']} connections",
                 )
             )

@@ -45,9 +45,12 @@ async def providers(
 
 
 async def test_a_slow_provider_does_not_delay_the_tenants_of_another():
-    """30 cold tenants on a provider that holds every request open take half the fetch
-    places; a tenant on another provider gets its token while all of them are held."""
-    async with providers(HELD, tenants=30) as (slow, fast), TokenManager(retry=RETRY) as tm:
+    """30 cold tenants on a provider that holds every request open take its share of the
+    fetch places; a tenant on another provider gets its token while all of them are held."""
+    async with (
+        providers(HELD, tenants=30) as (slow, fast),
+        TokenManager(retry=RETRY, max_concurrent_fetches=20, max_fetches_per_origin=10) as tm,
+    ):
         for n in range(30):
             tm.register(f"s{n}", creds(slow, f"s{n}"))
         tm.register("f", creds(fast, "f"))
@@ -55,7 +58,7 @@ async def test_a_slow_provider_does_not_delay_the_tenants_of_another():
             for n in range(30):
                 callers.start_soon(tm.get_token, f"s{n}")
             limiter = tm._fetch_limiter
-            await wait_until(lambda: slow.token_requests == 10)  # 20 places // 2
+            await wait_until(lambda: slow.token_requests == 10)
             await wait_until(lambda: limiter.statistics().waiting == 20)
             with anyio.fail_after(10):  # a guard, not a measure: the state is asserted below
                 token = await tm.get_token("f")
@@ -164,3 +167,14 @@ async def test_a_short_cooldown_is_waited_out_by_the_other_tenants():
         assert first.status == 429
         assert [r.status for r in rest] == [200, 200, 200]
         assert all(r.time - first.time >= 1.9 for r in rest)
+
+
+def test_fetch_defaults_by_stack():
+    """Defaults: 64 fetches (48 per provider) on httpx2 and aiohttp, 20 (15) on httpx."""
+    from tokenflight._manager import _fetch_defaults
+
+    assert _fetch_defaults("httpx2", None, None, None)[:2] == (64, 48)
+    assert _fetch_defaults("aiohttp", None, None, None)[:2] == (64, 48)
+    total, per_origin, limits = _fetch_defaults("httpx", None, None, None)
+    assert (total, per_origin, limits.max_connections) == (20, 15, 20)
+    assert _fetch_defaults("httpx", 8, 30, None)[:2] == (8, 8)  # never above the total

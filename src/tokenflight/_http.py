@@ -30,7 +30,6 @@ __all__ = [
     "AUTH_BASES",
     "DEFAULT_ADMISSION",
     "DEFAULT_CLIENT_LIMITS",
-    "DEFAULT_LIMITS",
     "DEFAULT_TIMEOUT",
     "BYTE_STREAMS",
     "DECODING_ERRORS",
@@ -48,7 +47,6 @@ HttpStack = Literal["auto", "httpx", "httpx2", "aiohttp"]
 HTTP_STACKS: tuple[str, ...] = get_args(HttpStack)
 
 #: The pool of the manager's own client for token requests.
-DEFAULT_LIMITS = httpx.Limits(max_connections=20, max_keepalive_connections=20)
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 #: What `client()` makes: httpx's default pool size, every connection kept alive; its
 #: admission finds how many of them to use (connections are opened on demand).

@@ -48,7 +48,6 @@ from ._hooks import (
 from ._http import (
     DEFAULT_ADMISSION,
     DEFAULT_CLIENT_LIMITS,
-    DEFAULT_LIMITS,
     DEFAULT_TIMEOUT,
     AnyClient,
     HttpStack,
@@ -95,19 +94,23 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             transport where `tokenflight[aiohttp]` is installed; else httpx2 where
             installed, else httpx; `$TOKENFLIGHT_HTTP` overrides), `"httpx"`, `"httpx2"`,
             or `"aiohttp"` (httpx2 over aiohttp's transport; asyncio only).
-        limits: Connection pool limits of the client we create.
+        limits: Connection pool limits of the client we create. Default: as many
+            connections, all kept alive, as `max_concurrent_fetches`.
         timeout: Timeouts of the client we create.
         max_concurrent_fetches: Token requests in flight at once, across all tenants.
+            Default: 64 on httpx2 and aiohttp's transport, 20 on httpx (whose pool,
+            httpcore 1.0, does work per connection on every request: more is slower).
         credentials_ttl: Seconds the resolver's answer for a tenant is used before the
             resolver is asked again (at the tenant's next token request; cached tokens
             are kept). None: until the tenant is evicted. Either way, credentials the
             identity provider refuses (`invalid_client`, `unauthorized_client`) are
             re-resolved once, and the request retried if they changed.
         max_fetches_per_origin: Token requests in flight at once to one identity provider
-            (a token endpoint's `scheme://host:port`). Default: half of
-            `max_concurrent_fetches` (at least 1), so that a slow or failing provider can
-            hold at most half of the places and the tenants of other providers never
-            queue behind its tenants. Free places go to the provider holding the fewest.
+            (a token endpoint's `scheme://host:port`). Default: three quarters of
+            `max_concurrent_fetches` (at least 1), so that a slow or failing provider
+            leaves a quarter of the places to the tenants of other providers, and one
+            provider's cold start still gets most of them. Free places go to the
+            provider holding the fewest.
         instrumentation: An `Instrumentation` (such as
             `tokenflight.otel.OpenTelemetryInstrumentation`), or a sequence of them, told
             about token fetches, cooldowns and evictions; a hook that raises is logged.
@@ -122,20 +125,22 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         retry: RetryPolicy | None = None,
         http_client: AnyClient | None = None,
         http: HttpStack = "auto",
-        limits: httpx.Limits = DEFAULT_LIMITS,
+        limits: httpx.Limits | None = None,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
-        max_concurrent_fetches: int = 20,
+        max_concurrent_fetches: int | None = None,
         max_fetches_per_origin: int | None = None,
         credentials_ttl: float | None = None,
         instrumentation: Instrumentation | Sequence[Instrumentation] | None = None,
     ) -> None:
-        if not isinstance(max_concurrent_fetches, int) or max_concurrent_fetches < 1:
-            raise ConfigurationError("max_concurrent_fetches must be an integer >= 1")
+        if max_concurrent_fetches is not None and (
+            not isinstance(max_concurrent_fetches, int) or max_concurrent_fetches < 1
+        ):
+            raise ConfigurationError("max_concurrent_fetches must be an integer >= 1 or None")
         if credentials_ttl is not None and not 0 <= credentials_ttl < float("inf"):
             raise ConfigurationError("credentials_ttl must be a number of seconds >= 0, or None")
-        if max_fetches_per_origin is None:
-            max_fetches_per_origin = max(1, max_concurrent_fetches // 2)
-        elif not isinstance(max_fetches_per_origin, int) or max_fetches_per_origin < 1:
+        if max_fetches_per_origin is not None and (
+            not isinstance(max_fetches_per_origin, int) or max_fetches_per_origin < 1
+        ):
             raise ConfigurationError("max_fetches_per_origin must be an integer >= 1 or None")
         if store is not None and not isinstance(store, TokenStore):
             raise ConfigurationError("store must implement fetch(), invalidate() and aclose()")
@@ -150,10 +155,11 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         # Shared by every auth() given no admission of its own, and by every request.
         self._admission = Admission(DEFAULT_ADMISSION)
         self._request_times = RequestTimes()
-        self._limits = limits
         self._timeout = timeout
-        self._max_fetches = max_concurrent_fetches
-        self._max_per_origin = min(max_fetches_per_origin, max_concurrent_fetches)
+        self._fetch_options = (max_concurrent_fetches, max_fetches_per_origin, limits)
+        self._max_fetches, self._max_per_origin, self._limits = _fetch_defaults(
+            self._stack, *self._fetch_options
+        )
         self._tenants: dict[str, ClientCredentials] = {}
         self._resolved: dict[str, float] = {}  # resolver-made tenants: when resolved
         self._credentials_ttl = credentials_ttl
@@ -195,6 +201,9 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         async with AsyncExitStack() as stack:
             client = self._http_client
             self._stack = resolve_stack(self._stack)
+            self._max_fetches, self._max_per_origin, self._limits = _fetch_defaults(
+                self._stack, *self._fetch_options
+            )
             if client is None:
                 client = make_client(self._stack, limits=self._limits, timeout=self._timeout)
                 await stack.enter_async_context(client)
@@ -871,3 +880,20 @@ class TokenManager(anyio.AsyncContextManagerMixin):
     def _drop_tenant_slots(self, tenant: str) -> None:
         for slot in self._table.of_tenant(tenant):
             self._evict(slot, counted=False, reason="tenant_dropped")
+
+
+def _fetch_defaults(
+    stack: str, total: int | None, per_origin: int | None, limits: httpx.Limits | None
+) -> tuple[int, int, httpx.Limits]:
+    """Fetch concurrency, per provider and in all, and the token client's pool, by stack.
+
+    Measured on a cold start of 2,000 tenants on one provider (20 callers each): httpx2 and
+    aiohttp's transport are fastest at 64 requests at once; httpx (httpcore 1.0) at 20.
+    """
+    if total is None:
+        total = 20 if stack in ("httpx", "auto") else 64
+    if per_origin is None:
+        per_origin = max(1, total * 3 // 4)
+    if limits is None:
+        limits = httpx.Limits(max_connections=total, max_keepalive_connections=total)
+    return total, min(per_origin, total), limits
