@@ -6,9 +6,9 @@
 30 cold tenants on an identity provider that takes 3 s per token ask at once; once their
 requests are on the wire, one cold tenant on a healthy provider (20 ms, the runner's own)
 asks for its token. The figure is that tenant's `get_token` time; the cost is how long the
-30 slow tenants take in all. Each round runs tokenflight's defaults (per origin: half of
-`max_concurrent_fetches`) and one shared limit (`max_fetches_per_origin` equal to
-`max_concurrent_fetches`, as before per-origin limits existed), both providers in their own
+30 slow tenants take in all. Each round runs tokenflight's defaults (per origin: three
+quarters of `max_concurrent_fetches`) and one shared limit of 20 places, every one open to
+one provider (as before per-origin limits existed), both providers in their own
 processes.
 """
 
@@ -35,15 +35,16 @@ from tokenflight import ClientCredentials, TokenManager  # noqa: E402
 TARGET_S = 0.5
 QUICK: dict[str, Any] = {"fair_rounds": 1, "fair_slow_tenants": 30, "fair_slow_latency": 3.0}
 FULL: dict[str, Any] = {**QUICK, "fair_rounds": 3}
-#: (label, max_fetches_per_origin): None is tokenflight's default.
+#: (label, fetch places, all open to one provider): None is tokenflight's default.
 CONFIGS: list[tuple[str, int | None]] = [("default", None), ("one shared limit", 20)]
 SECTION = (
     "FAIR fairness across identity providers",
     "{fair_slow_tenants} cold tenants on a provider taking {fair_slow_latency:g} s per token "
     "ask at once; when their requests are on the wire, one cold tenant on the runner's 20 ms "
-    "provider asks for its token (`TokenManager()` defaults: 20 fetches in flight, 10 per "
-    'provider; "one shared limit": `max_fetches_per_origin=20`, every place open to one '
-    "provider as before). Slow in flight: the slow provider's requests open when the healthy "
+    "provider asks for its token (`TokenManager()` defaults: 64 fetches in flight on "
+    'httpx2 and aiohttp, 20 on httpx, three quarters per provider; "one shared limit": 20 '
+    "fetches, every place open to one provider, as before per-provider limits). "
+    "Slow in flight: the slow provider's requests open when the healthy "
     "tenant asked; slow tenants done: when the last of them had its token.",
 )
 
@@ -69,7 +70,11 @@ async def _round(
     await slow.add_clients(slow_ids)
     await env.admin.add_clients([healthy])
     await slow.reset()
-    kwargs = {} if per_origin is None else {"max_fetches_per_origin": per_origin}
+    kwargs = (
+        {}
+        if per_origin is None
+        else {"max_concurrent_fetches": per_origin, "max_fetches_per_origin": per_origin}
+    )
     done: list[float] = []
     errors: list[str] = []
     async with TokenManager(**kwargs) as tokens:  # type: ignore[arg-type]
