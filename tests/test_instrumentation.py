@@ -299,6 +299,7 @@ async def test_stats_show_each_keys_health():
     assert health.refresh_at > now
     assert health.last_fetch_latency is not None
     assert health.last_fetch_latency >= 0
+    assert health.fetch_latency_p50 == health.last_fetch_latency  # one fetch: its median
     assert health.last_error is None
     assert health.cooldown_until is None
     assert tokens.stats().total.expires_in is None  # the health view is per key

@@ -718,6 +718,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         """Record a flight's outcome on its slot and plan the next wake-up (no I/O)."""
         now = self._clock()
         slot.last_latency = max(0.0, now - flight.started_at)
+        slot.latencies.append(slot.last_latency)
         token = flight.result
         if token is not None and now >= token.expires_at:
             # Expired on arrival (a lifetime shorter than this loop's latency): a failure,

@@ -8,6 +8,8 @@ lock. Waiters wait on the flight's `anyio.Event` and then read its outcome.
 from __future__ import annotations
 
 import random
+import statistics
+from collections import deque
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -94,6 +96,8 @@ class Slot:
     rejections_ignored_until: float = 0.0
     # Seconds the last fetch took (the health view in stats()).
     last_latency: float | None = None
+    # The last few fetch latencies, for the health view's median.
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=16))
 
     def is_usable(self, now: float, min_ttl: float = 0.0) -> bool:
         """Whether the current token may be handed out for at least `min_ttl` more seconds."""
@@ -255,4 +259,5 @@ class Slot:
             last_error=None if failure is None else f"{type(failure).__name__}: {failure}",
             cooldown_until=self.retry_at if self.is_cooling_down(now) else None,
             last_fetch_latency=self.last_latency,
+            fetch_latency_p50=statistics.median(self.latencies) if self.latencies else None,
         )

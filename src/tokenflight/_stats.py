@@ -35,8 +35,9 @@ class KeyStatistics:
         cooldown_until: Until when that failure is raised without asking again, on the
             event loop's clock; None when not cooling down.
         last_fetch_latency: Seconds the last fetch of this key took, failed or not.
+        fetch_latency_p50: The median of its last 16 fetches' latencies.
 
-    The last five form a health view of a live key (in `ManagerStatistics.keys`, taken
+    The last six form a health view of a live key (in `ManagerStatistics.keys`, taken
     while the manager runs); they are None in `ManagerStatistics.total`.
     """
 
@@ -54,6 +55,7 @@ class KeyStatistics:
     last_error: str | None = field(default=None, compare=False)
     cooldown_until: float | None = field(default=None, compare=False)
     last_fetch_latency: float | None = field(default=None, compare=False)
+    fetch_latency_p50: float | None = field(default=None, compare=False)
 
     def __add__(self, other: KeyStatistics) -> KeyStatistics:
         return KeyStatistics(
