@@ -333,3 +333,20 @@ async def test_single_flight_joins_are_counted(tokens):
     total = tokens.stats().total
     assert (total.fetches, total.joins, total.misses) == (1, 49, 50)
     assert tokens.stats().admission_waiting == 0
+
+
+async def test_attempts_and_retry_waits_are_reported(no_retry_wait):
+    """Two 503s then a token: the finished event says 3 attempts and the time waited."""
+    recorder = Recorder()
+    async with (
+        IdentityProvider() as idp,
+        TokenManager(instrumentation=[recorder]) as tokens,
+    ):
+        idp.add_client("acme", SECRET)
+        idp.inject(Fault(status=503), count=2)
+        tokens.register("acme", creds(idp))
+        await tokens.get_token("acme")
+    [finished] = recorder.of(FetchFinished)
+    assert finished.outcome == "success"
+    assert finished.attempts == 3
+    assert finished.retry_wait == 0.0  # set_testing: retries do not wait

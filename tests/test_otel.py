@@ -145,7 +145,10 @@ async def test_503s_are_unavailable_with_an_error_span_and_a_cooldown(no_retry_w
     assert telemetry.value("tokenflight.cooldowns", **{"error.type": "TokenEndpointUnavailable"})
     [span] = telemetry.spans()
     assert span.status.status_code is StatusCode.ERROR
-    assert dict(span.attributes or {})["http.response.status_code"] == 503
+    attributes = dict(span.attributes or {})
+    assert attributes["http.response.status_code"] == 503
+    assert attributes["tokenflight.attempts"] >= 2  # the retries are on the span
+    assert attributes["tokenflight.retry_wait"] == 0.0
 
 
 async def test_a_wrong_secret_is_refused_with_invalid_client():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import anyio
@@ -97,6 +98,19 @@ class _Retryable(TokenEndpointUnavailable):
     """One failed attempt that is worth another (transport error, 5xx, 429)."""
 
 
+@dataclass(slots=True)
+class AttemptLog:
+    """What a token request's retries cost: attempts sent, seconds waited between them."""
+
+    attempts: int = 0
+    waited: float = 0.0
+
+
+#: The attempt log of the current task's last token request (the flight reads it when the
+#: fetch ends, for instrumentation); None before any.
+attempt_log: ContextVar[AttemptLog | None] = ContextVar("tokenflight_attempts", default=None)
+
+
 def _wait(policy: RetryPolicy, cooling: Callable[[], float]) -> Callable[[RetryCallState], float]:
     """Backoff with jitter, at least the `Retry-After` and the origin's cooldown (`cooling`)."""
     backoff = wait_random_exponential(multiplier=policy.initial_wait, max=policy.max_wait)
@@ -107,7 +121,12 @@ def _wait(policy: RetryPolicy, cooling: Callable[[], float]) -> Callable[[RetryC
         delay = max(backoff(state), cooling())
         exc = state.outcome.exception() if state.outcome else None
         retry_after = getattr(exc, "retry_after", None)
-        return max(delay, retry_after) if retry_after is not None else delay
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        log = attempt_log.get()
+        if log is not None:
+            log.waited += delay
+        return delay
 
     return wait
 
@@ -205,10 +224,13 @@ class TokenEndpoint:
         )
         attempts = 0
         client = self._client_for(creds) or self._client
+        log = AttemptLog()
+        attempt_log.set(log)
 
         async def attempt() -> Token:
             nonlocal attempts
             attempts += 1
+            log.attempts = attempts
             for nonce_retry in (False, True):  # RFC 9449 section 8: once more with a nonce
                 form, headers = build_form(creds, request, method=method)  # fresh assertion
                 if dpop is not None:

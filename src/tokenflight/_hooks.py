@@ -93,6 +93,8 @@ class FetchFinished:
         error_type: The exception's class name on failure (`TokenEndpointUnavailable`).
         status_code: The last HTTP status of a failure, when there was one.
         from_store: The token came from a shared store, not from the token endpoint.
+        attempts: Token requests sent, retries included (None: none was sent).
+        retry_wait: Seconds waited between those attempts.
     """
 
     key: SlotKey
@@ -106,6 +108,8 @@ class FetchFinished:
     error_type: str | None = None
     status_code: int | None = None
     from_store: bool = False
+    attempts: int | None = None
+    retry_wait: float | None = None
 
 
 @final

@@ -25,7 +25,7 @@ from ._config import (
 )
 from ._discovery import Discovery
 from ._dpop import DPoPProver, NonceBook
-from ._endpoint import TokenEndpoint
+from ._endpoint import TokenEndpoint, attempt_log
 from ._errors import (
     ConfigurationError,
     ManagerClosedError,
@@ -741,6 +741,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
 
     def _report_finish(self, slot: Slot, flight: TokenFlight, now: float) -> None:
         error = None if flight.result is not None else flight.error
+        log = attempt_log.get()  # the flight's own task: its token request's log
         self._hooks.fetch_finished(
             FetchFinished(
                 key=slot.key,
@@ -754,6 +755,8 @@ class TokenManager(anyio.AsyncContextManagerMixin):
                 error_type=None if error is None else type(error).__name__,
                 status_code=getattr(error, "status_code", None),
                 from_store=flight.from_store,
+                attempts=None if log is None else log.attempts,
+                retry_wait=None if log is None else log.waited,
             )
         )
 

@@ -199,6 +199,9 @@ class OpenTelemetryInstrumentation:
         if span is None:
             return
         span.set_attributes(attributes)
+        if event.attempts is not None:
+            span.set_attribute("tokenflight.attempts", event.attempts)
+            span.set_attribute("tokenflight.retry_wait", event.retry_wait or 0.0)
         if event.status_code is not None:
             span.set_attribute("http.response.status_code", event.status_code)
         if event.outcome != "success":
