@@ -28,7 +28,7 @@ from joserfc.jwk import RSAKey
 from helpers import closed_port_url
 from tokenflight import ClientCredentials, RefreshPolicy, RetryPolicy, TokenError, TokenManager
 from tokenflight._endpoint import TokenEndpoint, TokenRequest
-from tokenflight._http import DEFAULT_LIMITS, DEFAULT_TIMEOUT, resolve_stack
+from tokenflight._http import DEFAULT_TIMEOUT, resolve_stack
 from tokenflight._http import make_client as make_http_client
 from tokenflight.testing import Fault, IdentityProvider
 
@@ -172,7 +172,8 @@ def assert_clean(exc: BaseException, needles: list[str], names: str) -> None:
 async def endpoint_failure(creds: ClientCredentials) -> BaseException:
     """The error of a fetch straight through `TokenEndpoint` (its traceback unshortened)."""
     stack = resolve_stack("auto")
-    async with make_http_client(stack, limits=DEFAULT_LIMITS, timeout=DEFAULT_TIMEOUT) as http:
+    limits = httpx.Limits(max_connections=20, max_keepalive_connections=20)
+    async with make_http_client(stack, limits=limits, timeout=DEFAULT_TIMEOUT) as http:
         endpoint = TokenEndpoint(
             http,
             retry=RETRY,
