@@ -160,10 +160,10 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         self._max_fetches, self._max_per_origin, self._limits = _fetch_defaults(
             self._stack, *self._fetch_options
         )
-        self._tenants: dict[str, ClientCredentials] = {}
-        self._resolved: dict[str, float] = {}  # resolver-made tenants: when resolved
         self._credentials_ttl = credentials_ttl
-        self._table = SlotTable()
+        self._table = SlotTable()  # tenants' credentials and slots, in one place
+        self._tenants = self._table.credentials
+        self._resolved = self._table.resolved_at
         self._slots = self._table.by_key  # the hot path's look-ups, one attribute deep
         self._default_get = self._table.defaults.get
         self._retired = KeyStatistics()
@@ -272,15 +272,13 @@ class TokenManager(anyio.AsyncContextManagerMixin):
                 f"not {type(credentials).__name__}"
             )
         self._drop_tenant_slots(tenant)
-        self._tenants[tenant] = credentials
-        self._resolved.pop(tenant, None)
+        self._table.set_tenant(tenant, credentials)
         self._resolver.forget(tenant)
 
     def unregister(self, tenant: str) -> None:
         """Forget a tenant and its tokens. Unknown tenants are ignored."""
         self._drop_tenant_slots(tenant)
-        self._tenants.pop(tenant, None)
-        self._resolved.pop(tenant, None)
+        self._table.drop_tenant(tenant)
 
     # -- tokens ----------------------------------------------------------------------
 
@@ -530,9 +528,9 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         if creds is None:
             resolved = await self._resolver.resolve(key.tenant, self._task_group())
             # A register() during the resolution wins over the resolver's answer.
-            creds = self._tenants.setdefault(key.tenant, resolved)
+            creds = self._tenants.get(key.tenant) or resolved
             if creds is resolved:
-                self._resolved[key.tenant] = self._clock()
+                self._table.set_tenant(key.tenant, resolved, resolved_at=self._clock())
         existing = self._slots.get(key)  # another caller may have made it meanwhile
         if existing is not None:
             return existing
@@ -642,13 +640,12 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         fresh = await self._resolver.resolve(tenant, self._task_group())
         if tenant not in self._resolved:
             return False  # register()ed meanwhile: the user's credentials win
-        self._resolved[tenant] = self._clock()
-        if fresh == self._tenants.get(tenant):
-            return False
-        self._tenants[tenant] = fresh
-        for other in self._table.of_tenant(tenant):
-            other.creds = fresh  # their next fetch uses them; their tokens stay good
-        return True
+        changed = fresh != self._tenants.get(tenant)
+        if changed:
+            self._table.set_tenant(tenant, fresh, resolved_at=self._clock())
+        else:
+            self._resolved[tenant] = self._clock()
+        return changed
 
     async def _obtain_with(self, slot: Slot, flight: TokenFlight, deadline: float) -> Token:
         """Discover, wait out the provider's cooldown and for a place, then fetch."""
@@ -861,10 +858,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         self._retired = self._retired + slot.counters()
         self._evictions += counted
         tenant = slot.key.tenant
-        # Resolved tenants leave with their last slot and come back through the resolver.
-        if self._table.remove(slot) and tenant in self._resolved:
-            del self._resolved[tenant]
-            self._tenants.pop(tenant, None)
+        self._table.remove(slot)  # a resolved tenant leaves with its last slot
         logger.debug(
             "evicted a slot of tenant %r (%s)", tenant, reason, extra=self._log_fields(slot)
         )

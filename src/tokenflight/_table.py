@@ -1,6 +1,8 @@
-"""The slot table: every key spelling that maps to a slot, and each tenant's slots.
+"""The slot table: tenants' credentials, every key spelling that maps to a slot, and each
+tenant's slots.
 
-Synchronous and I/O-free: the manager decides what to fetch; this only files slots.
+Synchronous and I/O-free: the manager decides what to fetch; this only files tenants and
+slots, and keeps the rule that a resolver-made tenant leaves with its last slot.
 A key can be spelled with its defaults left out (`audience=None`) or written out; both
 spellings map to one slot, so the table keeps each slot's aliases to remove them all.
 """
@@ -19,15 +21,35 @@ __all__ = ["SlotTable"]
 
 @final
 class SlotTable:
-    """Slots by key spelling, by tenant, and the default slot of each tenant."""
+    """Tenants' credentials; slots by key spelling, by tenant, and each tenant's default."""
 
-    __slots__ = ("_count", "by_key", "defaults", "per_tenant")
+    __slots__ = ("_count", "by_key", "credentials", "defaults", "per_tenant", "resolved_at")
 
     def __init__(self) -> None:
+        self.credentials: dict[str, ClientCredentials] = {}
+        self.resolved_at: dict[str, float] = {}  # resolver-made tenants: when resolved
         self.by_key: dict[SlotKey, Slot] = {}
         self.defaults: dict[str, Slot] = {}  # tenant -> slot of its default key
         self.per_tenant: dict[str, list[Slot]] = {}
         self._count = 0
+
+    def set_tenant(
+        self, tenant: str, creds: ClientCredentials, *, resolved_at: float | None = None
+    ) -> None:
+        """File a tenant's credentials: registered (`resolved_at` None) or resolved then."""
+        self.credentials[tenant] = creds
+        if resolved_at is None:
+            self.resolved_at.pop(tenant, None)
+        else:
+            self.resolved_at[tenant] = resolved_at
+        for slot in self.per_tenant.get(tenant, ()):
+            slot.creds = creds  # their next fetch uses them; their tokens stay good
+
+    def drop_tenant(self, tenant: str) -> list[Slot]:
+        """Forget a tenant's credentials; its slots, to be evicted by the caller."""
+        self.credentials.pop(tenant, None)
+        self.resolved_at.pop(tenant, None)
+        return self.of_tenant(tenant)
 
     def __len__(self) -> int:
         """How many slots (not key spellings) the table holds."""
@@ -81,7 +103,11 @@ class SlotTable:
         slot.aliases.append(key)
 
     def remove(self, slot: Slot) -> bool:
-        """Take a slot out under every spelling; True when its tenant has no slot left."""
+        """Take a slot out under every spelling; True when its tenant has no slot left.
+
+        A resolver-made tenant leaves with its last slot (it comes back through the
+        resolver); a registered one stays.
+        """
         tenant = slot.key.tenant
         for alias in slot.aliases:
             if self.by_key.get(alias) is slot:
@@ -95,6 +121,8 @@ class SlotTable:
         if siblings:
             return False
         self.per_tenant.pop(tenant, None)
+        if self.resolved_at.pop(tenant, None) is not None:
+            self.credentials.pop(tenant, None)
         return True
 
     def of_tenant(self, tenant: str) -> list[Slot]:
@@ -121,7 +149,7 @@ class SlotTable:
         return heapq.nsmallest(count, candidates, key=Slot.recency)
 
     def clear(self) -> None:
-        """Forget every slot."""
+        """Forget every slot (the tenants' credentials stay)."""
         self.by_key.clear()
         self.defaults.clear()
         self.per_tenant.clear()
