@@ -118,6 +118,11 @@ async def test_a_fetch_is_counted_timed_and_traced():
         )
         assert telemetry.value("tokenflight.slots") == 1
         assert telemetry.value("tokenflight.token.fetch.active") == 0
+        # 20 callers at once on a cold key: one fetch, 19 joined it.
+        assert telemetry.value("tokenflight.single_flight.joins") == 19
+        assert telemetry.points("tokenflight.stale_served")  # reported, at 0
+        assert telemetry.value("tokenflight.stale_served") == 0
+        assert telemetry.points("tokenflight.admission.waiting")
     assert telemetry.value("tokenflight.token.requests") == 1
     [duration] = telemetry.points("tokenflight.token.fetch.duration")
     assert duration.count == 1

@@ -12,6 +12,7 @@ import anyio
 import pytest
 
 from tokenflight import ClientCredentials, RetryPolicy, TokenError, TokenManager
+from tokenflight._redact import exception_chain
 from tokenflight.testing import Fault, IdentityProvider
 
 pytestmark = pytest.mark.anyio
@@ -22,16 +23,9 @@ RETRY = RetryPolicy(attempts=2, initial_wait=0, max_wait=0, total_timeout=5, coo
 def exception_texts(exc: BaseException) -> list[str]:
     """str, repr and the formatted traceback of an exception and everything it chains to."""
     texts: list[str] = []
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        current = todo.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
+    for current in exception_chain(exc):
         texts += [str(current), repr(current), *map(repr, vars(current).values())]
         texts += traceback.format_exception(current)
-        todo += [current.__cause__, current.__context__]
     return texts
 
 

@@ -17,6 +17,7 @@ is used.
 
 from __future__ import annotations
 
+import types
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -64,8 +65,14 @@ def tokenflight_credentials(tokenflight_idp: IdentityProvider) -> ClientCredenti
 
 def pytest_configure(config: pytest.Config) -> None:
     """Register ``tokenflight_manager`` for the async plugin this session uses."""
-    if config.pluginmanager.has_plugin("asyncio"):
-        from . import _asyncio_manager as fixtures
-    else:
-        from . import _anyio_manager as fixtures  # type: ignore[no-redef]
-    config.pluginmanager.register(fixtures, "tokenflight-manager")
+    from ._hosted import tokenflight_manager
+
+    if config.pluginmanager.has_plugin("asyncio"):  # pytest-asyncio, strict or auto
+        import pytest_asyncio
+
+        fixture = pytest_asyncio.fixture(tokenflight_manager)
+    else:  # anyio's plugin runs plain async fixtures
+        fixture = pytest.fixture(tokenflight_manager)
+    plugin = types.ModuleType("pytest_tokenflight.manager")  # pytest reads fixtures off modules
+    plugin.tokenflight_manager = fixture  # type: ignore[attr-defined]
+    config.pluginmanager.register(plugin, "tokenflight-manager")

@@ -1,4 +1,4 @@
-"""A TokenManager that one task of its own enters and leaves."""
+"""``tokenflight_manager``: a TokenManager that one task of its own enters and leaves."""
 
 from __future__ import annotations
 
@@ -46,3 +46,14 @@ async def hosted_manager(credentials: ClientCredentials) -> AsyncIterator[TokenM
     finally:
         stop.set()
         await task
+
+
+async def tokenflight_manager(
+    tokenflight_credentials: ClientCredentials,
+) -> AsyncIterator[TokenManager]:
+    """A running `TokenManager` with tenant ``"test"`` at ``tokenflight_idp``.
+
+    Undecorated: `pytest_configure` makes it a fixture of the async plugin in use.
+    """
+    async with hosted_manager(tokenflight_credentials) as tokens:
+        yield tokens

@@ -92,8 +92,6 @@ class Discovery:
             remember_for=lambda error: retry.cooldown_for(1, permanent=error.is_permanent),
             failure=lambda message: TokenEndpointUnavailable(message, endpoint=""),
         )
-        #: Metadata documents requested, for tests and statistics.
-        self.requests = 0
 
     async def resolve(self, creds: ClientCredentials) -> ClientCredentials:
         """The credentials with `token_url` and `auth_method` filled in from discovery.
@@ -141,7 +139,6 @@ class Discovery:
         )
 
     async def _get(self, url: str) -> dict[str, Any] | None:
-        self.requests += 1
         headers = {"Accept": "application/json", "Accept-Encoding": "gzip, deflate"}
         try:
             async with self._client.stream(

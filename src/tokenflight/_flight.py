@@ -112,8 +112,6 @@ class SingleFlight(Generic[K, T]):
         self._failure = failure
         self._pending: dict[K, Flight[T]] = {}
         self._failed: dict[K, tuple[float, TokenError]] = {}  # oldest first
-        #: Runs started, for tests and statistics.
-        self.runs = 0
 
     async def run(self, key: K, work: Callable[[], Awaitable[T]], tg: TaskGroup, *, what: str) -> T:
         """`work()`'s result for `key`: shared with concurrent callers, failures remembered.
@@ -129,7 +127,6 @@ class SingleFlight(Generic[K, T]):
         flight = self._pending.get(key)
         if flight is None:
             flight = self._pending[key] = Flight()
-            self.runs += 1
             tg.start_soon(self._fly, key, flight, work, what)
         return await flight.wait()
 

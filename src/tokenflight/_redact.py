@@ -9,7 +9,7 @@ hold a request's credentials are cut from the tracebacks of the errors they rais
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
@@ -91,6 +91,12 @@ def cut_frames_holding(exc: BaseException, secrets: Iterable[str]) -> None:
     needles = [secret for secret in secrets if len(secret) >= 8]
     if not needles:
         return
+    for current in exception_chain(exc):
+        current.__traceback__ = _without(current.__traceback__, needles)
+
+
+def exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and every exception it chains to (`__cause__`, `__context__`), each once."""
     seen: set[int] = set()
     todo: list[BaseException | None] = [exc]
     while todo:
@@ -99,7 +105,7 @@ def cut_frames_holding(exc: BaseException, secrets: Iterable[str]) -> None:
             continue
         seen.add(id(current))
         todo += [current.__cause__, current.__context__]
-        current.__traceback__ = _without(current.__traceback__, needles)
+        yield current
 
 
 def _without(tb: TracebackType | None, needles: list[str]) -> TracebackType | None:

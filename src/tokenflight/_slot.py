@@ -7,6 +7,7 @@ lock. Waiters wait on the flight's `anyio.Event` and then read its outcome.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import statistics
 from collections import deque
@@ -233,19 +234,7 @@ class Slot:
 
     def counters(self, now: float | None = None) -> KeyStatistics:
         """This slot's counters, as a snapshot; with `now`, its health view too."""
-        if now is None:
-            return KeyStatistics(
-                hits=self.hits,
-                misses=self.misses,
-                fetches=self.fetches,
-                refreshes=self.refreshes,
-                failures=self.failure_count,
-                store_hits=self.store_hits,
-                joins=self.joins,
-                stale_served=self.stale_served,
-            )
-        token, failure = self.token, self.failure
-        return KeyStatistics(
+        counters = KeyStatistics(
             hits=self.hits,
             misses=self.misses,
             fetches=self.fetches,
@@ -254,6 +243,12 @@ class Slot:
             store_hits=self.store_hits,
             joins=self.joins,
             stale_served=self.stale_served,
+        )
+        if now is None:
+            return counters
+        token, failure = self.token, self.failure
+        return dataclasses.replace(
+            counters,
             expires_in=None if token is None else max(0.0, token.expires_at - now),
             refresh_at=self.refresh_at,
             last_error=None if failure is None else f"{type(failure).__name__}: {failure}",

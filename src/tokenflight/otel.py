@@ -70,6 +70,51 @@ _Attributes = dict[str, str | bool | int]
 ObservableCallback = Callable[[CallbackOptions], Iterable[Observation]]
 
 
+#: Observable instruments read from `ManagerStatistics`: (name, reading, unit, description).
+_Reading = tuple[str, "Callable[[ManagerStatistics], int]", str, str]
+_COUNTED: tuple[_Reading, ...] = (
+    (
+        "tokenflight.cache.hits",
+        lambda s: s.total.hits,
+        "{call}",
+        "get_token calls answered from the cache",
+    ),
+    (
+        "tokenflight.cache.misses",
+        lambda s: s.total.misses,
+        "{call}",
+        "get_token calls that started or joined a fetch",
+    ),
+    (
+        "tokenflight.single_flight.joins",
+        lambda s: s.total.joins,
+        "{call}",
+        "Misses that joined a fetch already in flight",
+    ),
+    (
+        "tokenflight.stale_served",
+        lambda s: s.total.stale_served,
+        "{refresh}",
+        "Failed refreshes while the current token stayed in use (serve stale)",
+    ),
+)
+_GAUGED: tuple[_Reading, ...] = (
+    ("tokenflight.slots", lambda s: s.slots, "{slot}", "Live slots"),
+    (
+        "tokenflight.admission.waiting",
+        lambda s: s.admission_waiting,
+        "{request}",
+        "Authorized requests waiting at the manager's shared admission gate",
+    ),
+    (
+        "tokenflight.token.fetch.active",
+        lambda s: s.in_flight,
+        "{fetch}",
+        "Token fetches in progress",
+    ),
+)
+
+
 @final
 class OpenTelemetryInstrumentation:
     """Metrics and spans of token fetches, cooldowns and evictions; an `Instrumentation`.
@@ -115,45 +160,10 @@ class OpenTelemetryInstrumentation:
         self._evictions = meter.create_counter(
             "tokenflight.evictions", "{eviction}", "Slots evicted, by reason"
         )
-        meter.create_observable_counter(
-            "tokenflight.cache.hits",
-            [self._observe(lambda s: s.total.hits)],
-            "{call}",
-            "get_token calls answered from the cache",
-        )
-        meter.create_observable_counter(
-            "tokenflight.cache.misses",
-            [self._observe(lambda s: s.total.misses)],
-            "{call}",
-            "get_token calls that started or joined a fetch",
-        )
-        meter.create_observable_counter(
-            "tokenflight.single_flight.joins",
-            [self._observe(lambda s: s.total.joins)],
-            "{call}",
-            "Misses that joined a fetch already in flight",
-        )
-        meter.create_observable_counter(
-            "tokenflight.stale_served",
-            [self._observe(lambda s: s.total.stale_served)],
-            "{refresh}",
-            "Failed refreshes while the current token stayed in use (serve stale)",
-        )
-        meter.create_observable_up_down_counter(
-            "tokenflight.slots", [self._observe(lambda s: s.slots)], "{slot}", "Live slots"
-        )
-        meter.create_observable_up_down_counter(
-            "tokenflight.admission.waiting",
-            [self._observe(lambda s: s.admission_waiting)],
-            "{request}",
-            "Authorized requests waiting at the manager's shared admission gate",
-        )
-        meter.create_observable_up_down_counter(
-            "tokenflight.token.fetch.active",
-            [self._observe(lambda s: s.in_flight)],
-            "{fetch}",
-            "Token fetches in progress",
-        )
+        for name, read, unit, description in _COUNTED:
+            meter.create_observable_counter(name, [self._observe(read)], unit, description)
+        for name, read, unit, description in _GAUGED:
+            meter.create_observable_up_down_counter(name, [self._observe(read)], unit, description)
 
     def observe(self, manager: TokenManager) -> None:
         """Report this manager's `stats()` through the observable instruments.

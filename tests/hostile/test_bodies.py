@@ -13,8 +13,6 @@ import zlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-import anyio
-import anyio.abc
 import httpx
 import pytest
 
@@ -32,31 +30,9 @@ SECRET = "hostile-secret-never-sent-away"
 
 @asynccontextmanager
 async def raw_server(answer: bytes) -> AsyncIterator[tuple[str, list[bytes]]]:
-    """A server on 127.0.0.1 that records each request and answers it with `answer`."""
-    received: list[bytes] = []
-
-    async def serve(stream: anyio.abc.SocketStream) -> None:
-        async with stream:
-            data = b""
-            with anyio.move_on_after(5):
-                while b"\r\n\r\n" not in data:
-                    data += await stream.receive()
-                head, _, body = data.partition(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":")[1])
-                while len(body) < length:
-                    body += await stream.receive()
-                received.append(head + b"\r\n\r\n" + body)
-                await stream.send(answer)
-
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)
-    async with listener, anyio.create_task_group() as tg:
-        tg.start_soon(listener.serve, serve)
-        yield f"http://127.0.0.1:{port}", received
-        tg.cancel_scope.cancel()
+    """benchmarks/hostile.py's server, ungated: (its URL, the requests it recorded)."""
+    async with hostile.hostile_server(answer) as server:
+        yield server.url, server.received
 
 
 async def peak_growth(action: Callable[[], object]) -> int:

@@ -25,11 +25,12 @@ import httpx
 import pytest
 from joserfc.jwk import RSAKey
 
-from helpers import closed_port_url
+from helpers import closed_port_url, load_benchmark
 from tokenflight import ClientCredentials, RefreshPolicy, RetryPolicy, TokenError, TokenManager
 from tokenflight._endpoint import TokenEndpoint, TokenRequest
 from tokenflight._http import DEFAULT_TIMEOUT, resolve_stack
 from tokenflight._http import make_client as make_http_client
+from tokenflight._redact import exception_chain
 from tokenflight.testing import Fault, IdentityProvider
 
 pytestmark = pytest.mark.anyio
@@ -143,14 +144,7 @@ SCENARIOS: dict[str, tuple[Fault | None, bool, bool, str]] = {
 def holders(exc: BaseException, needles: list[str]) -> list[str]:
     """`file:function:local` of every frame local in the chain whose repr holds a needle."""
     found: list[str] = []
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        current = todo.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        todo += [current.__cause__, current.__context__]
+    for current in exception_chain(exc):
         for frame, _ in traceback.walk_tb(current.__traceback__):
             for name, value in frame.f_locals.items():
                 text = repr(value)
@@ -224,19 +218,8 @@ async def test_read_timeout_holds_no_secret_in_traceback_locals(no_retry_wait: N
 @pytest.fixture
 async def dropping_api() -> AsyncIterator[str]:
     """An API on loopback that reads a request and closes the connection unanswered."""
-
-    async def serve(stream: anyio.abc.SocketStream) -> None:
-        async with stream:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                data += await stream.receive()
-
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)
-    async with listener, anyio.create_task_group() as tg:
-        tg.start_soon(listener.serve, serve)
-        yield f"http://127.0.0.1:{port}/api"
-        tg.cancel_scope.cancel()
+    async with load_benchmark("hostile").hostile_server(b"") as server:  # answers nothing
+        yield server.url + "/api"
 
 
 @pytest.mark.parametrize("via", ["client", "auth"])
