@@ -12,7 +12,14 @@ import anyio
 import anyio.abc
 import httpx
 
-from tokenflight import Token, TokenManager
+from tokenflight import (
+    CooldownEntered,
+    FetchFinished,
+    FetchStarted,
+    SlotEvicted,
+    Token,
+    TokenManager,
+)
 
 
 async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -121,3 +128,28 @@ def load_benchmark(name: str) -> ModuleType:
     sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
     spec.loader.exec_module(module)
     return module
+
+
+Event = FetchStarted | FetchFinished | CooldownEntered | SlotEvicted
+
+
+class Recorder:
+    """Keeps every event it is told about, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def fetch_started(self, event: FetchStarted) -> None:
+        self.events.append(event)
+
+    def fetch_finished(self, event: FetchFinished) -> None:
+        self.events.append(event)
+
+    def cooldown_entered(self, event: CooldownEntered) -> None:
+        self.events.append(event)
+
+    def slot_evicted(self, event: SlotEvicted) -> None:
+        self.events.append(event)
+
+    def of(self, kind: type) -> list[Any]:
+        return [e for e in self.events if isinstance(e, kind)]

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import anyio
 import pytest
 
-from helpers import gather_tokens, wait_until
+from helpers import Recorder, gather_tokens, wait_until
 from tokenflight import (
     ClientCredentials,
     ConfigurationError,
@@ -28,30 +27,6 @@ pytestmark = pytest.mark.anyio
 
 SECRET = "s3cret-hooks-never-shown"
 FAST = RetryPolicy(attempts=2, initial_wait=0.01, max_wait=0.02, total_timeout=5.0, cooldown=0.2)
-
-Event = FetchStarted | FetchFinished | CooldownEntered | SlotEvicted
-
-
-class Recorder:
-    """Keeps every event it is told about, in order."""
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    def fetch_started(self, event: FetchStarted) -> None:
-        self.events.append(event)
-
-    def fetch_finished(self, event: FetchFinished) -> None:
-        self.events.append(event)
-
-    def cooldown_entered(self, event: CooldownEntered) -> None:
-        self.events.append(event)
-
-    def slot_evicted(self, event: SlotEvicted) -> None:
-        self.events.append(event)
-
-    def of(self, kind: type) -> list[Any]:
-        return [e for e in self.events if isinstance(e, kind)]
 
 
 class Broken(Recorder):

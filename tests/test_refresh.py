@@ -10,17 +10,8 @@ import httpx
 import pytest
 import trio.testing
 
-from helpers import gather_tokens, wait_until
-from tokenflight import (
-    ClientCredentials,
-    CooldownEntered,
-    FetchFinished,
-    FetchStarted,
-    RefreshPolicy,
-    SlotEvicted,
-    SlotKey,
-    TokenManager,
-)
+from helpers import Recorder, gather_tokens, wait_until
+from tokenflight import ClientCredentials, FetchStarted, RefreshPolicy, SlotKey, TokenManager
 from tokenflight.testing import IdentityProvider
 
 pytestmark = pytest.mark.anyio
@@ -390,11 +381,12 @@ async def test_slot_in_use_is_kept_and_refreshed():
 # -- the refresh queue ------------------------------------------------------------------
 
 
-class RefreshAges:
+class RefreshAges(Recorder):
     """At each background fetch's start, the age of the token it replaces (the manager's
     clock: the IdP's receipt times drift from it under load), and the start time."""
 
     def __init__(self, lifetime: float) -> None:
+        super().__init__()
         self.tokens: TokenManager | None = None
         self.lifetime = lifetime
         self.starts: list[tuple[SlotKey, float, float]] = []  # key, loop time, token age
@@ -404,15 +396,6 @@ class RefreshAges:
             left = self.tokens.stats().keys[event.key].expires_in
             assert left is not None  # a refresh replaces a token
             self.starts.append((event.key, anyio.current_time(), self.lifetime - left))
-
-    def fetch_finished(self, event: FetchFinished) -> None:
-        pass
-
-    def cooldown_entered(self, event: CooldownEntered) -> None:
-        pass
-
-    def slot_evicted(self, event: SlotEvicted) -> None:
-        pass
 
 
 async def test_backed_up_refreshes_cost_one_request_per_slot_per_round():
