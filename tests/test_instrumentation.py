@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import traceback
 
 import anyio
+import httpx
 import pytest
 
 from helpers import Recorder, gather_tokens, wait_until
@@ -18,6 +20,7 @@ from tokenflight import (
     RetryPolicy,
     SlotEvicted,
     TokenEndpointUnavailable,
+    TokenError,
     TokenManager,
     TokenRequestRefused,
 )
@@ -212,11 +215,12 @@ async def test_no_hook_is_called_on_a_cached_token():
 
 
 def fields(record: logging.LogRecord) -> dict[str, object]:
-    return {k: getattr(record, k, None) for k in ("tenant", "client_id", "endpoint_host", "status")}
+    names = ("tenant", "client_id", "endpoint_host", "status", "attempt")
+    return {k: getattr(record, k, None) for k in names}
 
 
 async def test_failure_warning_carries_structured_fields(caplog, no_retry_wait):
-    """The failure warning has tenant, client_id, endpoint_host and status, and no secret."""
+    """The failure warning has tenant, client_id, endpoint_host, status, attempt; no secret."""
     caplog.set_level(logging.WARNING, logger="tokenflight")
     async with IdentityProvider() as idp, TokenManager(retry=FAST) as tokens:
         idp.add_client("acme", SECRET)
@@ -231,8 +235,66 @@ async def test_failure_warning_carries_structured_fields(caplog, no_retry_wait):
         "client_id": "acme",
         "endpoint_host": "127.0.0.1",
         "status": 503,
+        "attempt": 2,  # FAST: two attempts, both 503
     }
     assert SECRET not in repr(vars(record))
+
+
+async def test_each_attempt_is_logged_with_its_number(caplog, no_retry_wait):
+    """Every token request attempt is a DEBUG record with endpoint_host and attempt fields."""
+    caplog.set_level(logging.DEBUG, logger="tokenflight")
+    async with IdentityProvider() as idp, TokenManager() as tokens:
+        idp.add_client("acme", SECRET)
+        idp.inject(Fault(status=503), count=2)
+        tokens.register("acme", creds(idp))
+        await tokens.get_token("acme")
+    sent = [r for r in caplog.records if r.getMessage().startswith("token request to")]
+    assert [fields(r)["attempt"] for r in sent] == [1, 2, 3]
+    assert {fields(r)["endpoint_host"] for r in sent} == {"127.0.0.1"}
+    assert all(r.levelno == logging.DEBUG for r in sent)
+
+
+async def test_an_unexpected_error_is_logged_with_its_traceback_and_no_secret(caplog):
+    """A transport raising a non-HTTP error: logged with exc_info, no secret in any local."""
+
+    class Exploding(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            raise RuntimeError("transport bug")
+
+    caplog.set_level(logging.ERROR, logger="tokenflight")
+    async with (
+        httpx.AsyncClient(transport=Exploding()) as http,
+        TokenManager(http_client=http) as tokens,
+    ):
+        for method in ("client_secret_basic", "client_secret_post"):
+            tenant = method.rpartition("_")[2]
+            tokens.register(
+                tenant,
+                ClientCredentials(
+                    token_url="http://127.0.0.1:9/oauth/token",
+                    client_id="acme",
+                    client_secret=SECRET,
+                    auth_method=method,
+                ),
+            )
+            with pytest.raises(TokenError, match="unexpected RuntimeError"):
+                await tokens.get_token(tenant)
+    unexpected = [r for r in caplog.records if "unexpected RuntimeError" in r.getMessage()]
+    assert len(unexpected) == 2
+    for record in unexpected:
+        assert record.levelno == logging.ERROR
+        assert record.exc_info is not None
+        exc = record.exc_info[1]
+        assert isinstance(exc, RuntimeError)
+        assert exc.__traceback__ is not None  # the traceback is kept, not cleared
+        text = "".join(
+            traceback.TracebackException.from_exception(exc, capture_locals=True).format()
+        )
+        assert "transport bug" in text
+        assert "_attempt" in text  # tokenflight's own frames, with their locals
+        assert SECRET not in text
+        assert SECRET not in record.getMessage()
+        assert SECRET not in logging.Formatter().format(record)
 
 
 async def test_refreshes_and_evictions_are_logged_at_debug(caplog):

@@ -27,6 +27,7 @@ from ._errors import (
     TokenEndpointUnavailable,
     TokenRequestRefused,
 )
+from ._hooks import endpoint_host
 from ._http import DECODING_ERRORS, TRANSPORT_ERRORS
 from ._origins import RateLimits, origin_of
 from ._read import read_bounded
@@ -274,7 +275,12 @@ class TokenEndpoint:
         client: httpx.AsyncClient,
     ) -> Token:
         started = self._clock()
-        logger.debug("token request to %s (attempt %d)", redact_url(url), attempt)
+        logger.debug(
+            "token request to %s (attempt %d)",
+            redact_url(url),
+            attempt,
+            extra={"endpoint_host": endpoint_host(url), "attempt": attempt},
+        )
         try:
             # Redirects are refused whatever the client's own setting: they would carry the
             # credentials to another address.

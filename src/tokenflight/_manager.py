@@ -767,7 +767,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
                 "refreshed the token of tenant %r (client_id %r) in the background",
                 slot.key.tenant,
                 slot.creds.client_id,
-                extra=self._log_fields(slot),
+                extra=self._log_fields(slot, attempt=_attempts_sent()),
             )
         else:
             slot.fetches += 1
@@ -783,7 +783,9 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             slot.creds.client_id,
             cooldown,
             error.message,
-            extra=self._log_fields(slot, status=getattr(error, "status_code", None)),
+            extra=self._log_fields(
+                slot, status=getattr(error, "status_code", None), attempt=_attempts_sent()
+            ),
         )
         if self._hooks:
             self._hooks.cooldown_entered(
@@ -866,18 +868,30 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             self._hooks.slot_evicted(SlotEvicted(key=slot.key, reason=reason))
 
     @staticmethod
-    def _log_fields(slot: Slot, *, status: int | None = None) -> dict[str, object]:
-        """Structured fields of a log record (`extra=`): never a secret or a token."""
+    def _log_fields(
+        slot: Slot, *, status: int | None = None, attempt: int | None = None
+    ) -> dict[str, object]:
+        """Structured fields of a log record (`extra=`): never a secret or a token.
+
+        `attempt` is the number of attempts the fetch's last token request sent.
+        """
         return {
             "tenant": slot.key.tenant,
             "client_id": slot.creds.client_id,
             "endpoint_host": endpoint_host(slot.creds.token_url or slot.creds.issuer),
             "status": status,
+            "attempt": attempt,
         }
 
     def _drop_tenant_slots(self, tenant: str) -> None:
         for slot in self._table.of_tenant(tenant):
             self._evict(slot, counted=False, reason="tenant_dropped")
+
+
+def _attempts_sent() -> int | None:
+    """Attempts sent by this task's last token request (in a flight's own task)."""
+    log = attempt_log.get()
+    return None if log is None else log.attempts
 
 
 def _fetch_defaults(
