@@ -1,13 +1,17 @@
-"""tokenflight's pytest fixtures under anyio's plugin and pytest-asyncio (strict and auto)."""
+"""tokenflight's pytest plugin: its fixtures under anyio's plugin and pytest-asyncio (strict
+and auto), every provider profile, and nothing heavy imported until a fixture is used."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tokenflight.testing import PROFILE_NAMES
 
 PROJECT = Path(__file__).resolve().parent / "user_project"
 
@@ -33,5 +37,46 @@ def test_user_project_passes_under_each_async_plugin(mode):
         timeout=120,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    expected = 9 if mode == "anyio" else 5  # anyio runs each async test on asyncio and trio
+    profiles = len(PROFILE_NAMES)  # one async and one sync test per provider profile
+    async_tests = 3 + profiles
+    # anyio runs each async test on asyncio and trio
+    expected = (2 if mode == "anyio" else 1) * async_tests + profiles
     assert f"{expected} passed" in result.stdout, result.stdout[-2000:]
+
+
+# Written into an empty project: records what the session imported, at its very end.
+SPY_CONFTEST = """
+import json, os, sys
+
+def pytest_sessionfinish(session):
+    heavy = ("tokenflight", "httpx", "httpx2", "tenacity", "h11")
+    report = {
+        "plugin": session.config.pluginmanager.has_plugin("tokenflight"),
+        "heavy": sorted(m for m in sys.modules if m.split(".")[0] in heavy),
+    }
+    with open(os.environ["SPY_REPORT"], "w") as f:
+        json.dump(report, f)
+"""
+
+
+@pytest.mark.parametrize("plugin", ["anyio", "pytest-asyncio"])
+def test_plugin_imports_nothing_heavy_into_a_session(tmp_path, plugin):
+    """A pytest session with the plugin loaded never imports tokenflight, httpx or tenacity."""
+    (tmp_path / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
+    (tmp_path / "conftest.py").write_text(SPY_CONFTEST, encoding="utf-8")
+    (tmp_path / "test_mine.py").write_text("def test_mine():\n    pass\n", encoding="utf-8")
+    report = tmp_path / "report.json"
+    env = {**os.environ, "SPY_REPORT": str(report)}
+    env.pop("PYTEST_ADDOPTS", None)
+    flags = ["-p", "no:asyncio"] if plugin == "anyio" else ["-p", "asyncio"]
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *flags],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    seen = json.loads(report.read_text(encoding="utf-8"))
+    assert seen == {"plugin": True, "heavy": []}

@@ -9,7 +9,7 @@ is used.
   trio), pytest-asyncio (strict or auto mode) and in plain synchronous tests. Choose the
   provider it imitates with ``@pytest.mark.parametrize("tokenflight_idp", ["auth0"],
   indirect=True)``.
-- ``tokenflight_credentials``: the `ClientCredentials` of that client.
+- ``tokenflight_credentials``: the `ClientCredentials` of that client, fitting the profile.
 - ``tokenflight_manager``: a running `TokenManager` on the test's own event loop with
   tenant ``"test"`` registered; an async fixture, for pytest-asyncio when it is active,
   else for anyio's plugin.
@@ -18,16 +18,21 @@ is used.
 from __future__ import annotations
 
 import types
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
 
 import pytest
 
 if TYPE_CHECKING:
-    from tokenflight import ClientCredentials
+    from tokenflight import ClientCredentials, TokenManager
     from tokenflight.testing import IdentityProvider
 
-__all__ = ["pytest_configure", "tokenflight_credentials", "tokenflight_idp"]
+__all__ = [
+    "pytest_configure",
+    "tokenflight_credentials",
+    "tokenflight_idp",
+    "tokenflight_manager",
+]
 
 
 @pytest.fixture
@@ -52,21 +57,32 @@ def tokenflight_idp(request: pytest.FixtureRequest) -> Iterator[IdentityProvider
 
 @pytest.fixture
 def tokenflight_credentials(tokenflight_idp: IdentityProvider) -> ClientCredentials:
-    """The `ClientCredentials` of ``tokenflight_idp``'s ``test-client``."""
-    from tokenflight import ClientCredentials
-    from tokenflight.testing import TEST_CLIENT_ID
+    """The `ClientCredentials` of ``tokenflight_idp``'s ``test-client``.
 
-    return ClientCredentials(
-        token_url=tokenflight_idp.token_url,
-        client_id=TEST_CLIENT_ID,
-        client_secret=tokenflight_idp.clients[TEST_CLIENT_ID].secret,
-    )
+    They fit the IdP's profile: the form body where HTTP Basic is not accepted
+    (``dwolla-legacy``), an audience (the IdP's resource URL) where one is required
+    (``auth0``).
+    """
+    from tokenflight.testing._fixtures import credentials_for
+
+    return credentials_for(tokenflight_idp)
+
+
+async def tokenflight_manager(
+    tokenflight_credentials: ClientCredentials,
+) -> AsyncIterator[TokenManager]:
+    """A running `TokenManager` with tenant ``"test"`` at ``tokenflight_idp``.
+
+    Undecorated: `pytest_configure` makes it a fixture of the async plugin in use.
+    """
+    from ._hosted import hosted_manager  # tokenflight, httpx, anyio: only once it is used
+
+    async with hosted_manager(tokenflight_credentials) as tokens:
+        yield tokens
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """Register ``tokenflight_manager`` for the async plugin this session uses."""
-    from ._hosted import tokenflight_manager
-
     if config.pluginmanager.has_plugin("asyncio"):  # pytest-asyncio, strict or auto
         import pytest_asyncio
 

@@ -1,4 +1,7 @@
-"""``tokenflight_manager``: a TokenManager that one task of its own enters and leaves."""
+"""The ``tokenflight_manager`` fixture's manager, which one task of its own enters and leaves.
+
+Imported by the fixture when a test uses it, never when pytest loads the plugin.
+"""
 
 from __future__ import annotations
 
@@ -46,14 +49,3 @@ async def hosted_manager(credentials: ClientCredentials) -> AsyncIterator[TokenM
     finally:
         stop.set()
         await task
-
-
-async def tokenflight_manager(
-    tokenflight_credentials: ClientCredentials,
-) -> AsyncIterator[TokenManager]:
-    """A running `TokenManager` with tenant ``"test"`` at ``tokenflight_idp``.
-
-    Undecorated: `pytest_configure` makes it a fixture of the async plugin in use.
-    """
-    async with hosted_manager(tokenflight_credentials) as tokens:
-        yield tokens

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from tokenflight import SyncTokenManager, TokenEndpointUnavailable
-from tokenflight.testing import Fault, set_testing
+from tokenflight.testing import PROFILE_NAMES, Fault, set_testing
 
 # How each plugin wants async tests marked: anyio's marker, pytest-asyncio's in strict mode,
 # nothing in auto mode.
@@ -30,20 +30,20 @@ async def test_calls_an_api_with_the_token(tokenflight_manager, tokenflight_idp)
 
 async def test_fault_injection(tokenflight_manager, tokenflight_idp):
     tokenflight_idp.inject(Fault(status=503), count=None)
-    set_testing(True)
-    try:
-        with pytest.raises(TokenEndpointUnavailable):
-            await tokenflight_manager.get_token("test")
-    finally:
-        set_testing(False)
+    with set_testing(attempts=2), pytest.raises(TokenEndpointUnavailable):
+        await tokenflight_manager.get_token("test")
+    assert tokenflight_idp.token_requests == 2
 
 
-@pytest.mark.parametrize("tokenflight_idp", ["dwolla"], indirect=True)
-async def test_a_provider_profile(tokenflight_manager, tokenflight_idp):
+@pytest.mark.parametrize("tokenflight_idp", PROFILE_NAMES, indirect=True)
+async def test_every_provider_profile(tokenflight_manager, tokenflight_idp):
     token = await tokenflight_manager.get_token("test")
-    assert token.expires_in == pytest.approx(3599, abs=2)
+    assert token.expires_in == pytest.approx(tokenflight_idp.profile.token_lifetime, abs=2)
+    async with tokenflight_manager.client("test") as http:
+        assert (await http.get(tokenflight_idp.resource_url)).status_code == 200
 
 
+@pytest.mark.parametrize("tokenflight_idp", PROFILE_NAMES, indirect=True)
 def test_synchronous_code(tokenflight_credentials, tokenflight_idp):
     with SyncTokenManager() as tokens:
         tokens.register("acme", tokenflight_credentials)

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from ._idp import IdentityProvider
 from ._model import ProfileName
 
-__all__ = ["TEST_CLIENT_ID", "running_idp"]
+if TYPE_CHECKING:
+    from .._config import ClientCredentials
+
+__all__ = ["TEST_CLIENT_ID", "credentials_for", "running_idp"]
 
 #: The client id `running_idp` (and the ``tokenflight_idp`` fixture) registers.
 TEST_CLIENT_ID = "test-client"
@@ -42,3 +46,26 @@ async def running_idp(
     ) as idp:
         idp.add_client(client_id, secret)
         yield idp
+
+
+def credentials_for(idp: IdentityProvider, client_id: str = TEST_CLIENT_ID) -> ClientCredentials:
+    """The `ClientCredentials` of ``client_id`` at ``idp``, as its profile wants them.
+
+    The client authenticates in the form body where the profile does not accept HTTP Basic
+    (``dwolla-legacy``), and asks for an audience, the IdP's resource URL, where the
+    profile requires one and has no default (``auth0``). The one place the fixtures build
+    credentials.
+    """
+    from .._config import ClientCredentials
+
+    profile = idp.profile
+    audience = None
+    if profile.audience_required and profile.default_audience is None:
+        audience = idp.resource_url
+    return ClientCredentials(
+        token_url=idp.token_url,
+        client_id=client_id,
+        client_secret=idp.clients[client_id].secret,
+        auth_method=None if profile.basic_auth else "client_secret_post",
+        audience=audience,
+    )
