@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, final
 
 from ._errors import ConfigurationError
-from ._token import Token
+from ._token import Token, bounded_extra, vschar_problem
 
 if TYPE_CHECKING:
     from cryptography.fernet import MultiFernet
@@ -110,6 +110,7 @@ class Entry:
             expires_at=self.expires_wall + offset,
             scope=t.scope,
             extra=t.extra,
+            obtained_at_wall=self.obtained_wall,
         )
 
 
@@ -211,6 +212,10 @@ def _entry_from_json(body: bytes) -> Entry:
         raise CorruptEntry("access_token is not a non-empty string")
     if not isinstance(token_type, str) or not token_type:
         raise CorruptEntry("token_type is not a non-empty string")
+    for name, value in (("access_token", access_token), ("token_type", token_type)):
+        problem = vschar_problem(value)  # a planted CR LF would reach a request header
+        if problem is not None:
+            raise CorruptEntry(f"{name} {problem}")
     expires_in = _finite(data, "expires_in")
     obtained = _finite(data, "obtained")
     expires = _finite(data, "expires")
@@ -224,6 +229,7 @@ def _entry_from_json(body: bytes) -> Entry:
     extra = data.get("extra")
     if not isinstance(extra, dict):
         raise CorruptEntry("extra is not a JSON object")
+    extra = bounded_extra(extra.items())  # scalars only, about 4 KiB, as a response's
     token = Token(
         access_token=access_token,
         token_type=token_type,

@@ -8,10 +8,10 @@ import json
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any, final
+from typing import Any, Final, final
 
 import anyio
 
@@ -24,14 +24,22 @@ logger = logging.getLogger("tokenflight")
 
 SUPPORTED_TOKEN_TYPES = frozenset({"bearer"})
 
+#: `Token.extra` keeps scalar fields only, up to about this many characters in all ...
+MAX_EXTRA_BYTES: Final = 4096
+#: ... and cuts each of its strings (and skips each longer name) at this length.
+MAX_EXTRA_STRING: Final = 1024
+
 
 @final
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Token:
     """An access token and when it stops being usable.
 
-    Times are on the event loop's clock (`anyio.current_time()`), which is monotonic:
-    `remaining()` gives the seconds left, `expires_at_wall` the wall-clock expiry.
+    `obtained_at` and `expires_at` are on the clock of the event loop that fetched the
+    token (`anyio.current_time()`, monotonic), which the manager schedules refreshes on.
+    Trio's clock starts at a random offset and a `SyncTokenManager` caller's thread has
+    no loop, so the token also records the wall-clock time it was obtained:
+    `remaining()` and `expires_at_wall` count from that.
 
     Attributes:
         access_token: The token itself. Never shown in `repr`.
@@ -39,8 +47,13 @@ class Token:
         expires_in: The lifetime tokenflight uses, in seconds, after clamping.
         obtained_at: Loop time read just before the request was sent.
         expires_at: `obtained_at + expires_in`.
+        obtained_at_wall: The same moment as `obtained_at` in `time.time()` seconds;
+            `None` for a token built by hand (then the wall time is derived from the
+            current loop clock, or `time.monotonic()` outside a loop).
         scope: The granted scopes, when the provider said.
-        extra: Any other fields of the response. Never shown in `repr`.
+        extra: The response's other scalar fields (strings, numbers, booleans, nulls),
+            about 4 KiB at most; nested objects and lists are dropped. Never shown in
+            `repr`.
     """
 
     access_token: str = field(repr=False)
@@ -50,23 +63,26 @@ class Token:
     expires_at: float
     scope: tuple[str, ...] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    obtained_at_wall: float | None = field(default=None, compare=False)
 
     def remaining(self) -> float:
-        """Seconds until the token expires (negative once it has).
+        """Seconds until the token expires (negative once it has), on the wall clock.
 
-        Read on the event loop's clock; outside one (a `SyncTokenManager` caller's
-        thread), on `time.monotonic()`, which is what asyncio's loop counts in.
+        Right in any thread and under any event loop, a `SyncTokenManager(backend="trio")`
+        caller's included.
         """
-        try:
-            now = anyio.current_time()
-        except RuntimeError:  # no event loop in this thread
-            now = time.monotonic()
-        return self.expires_at - now
+        return self.expires_at_wall - time.time()
 
     @property
     def expires_at_wall(self) -> float:
         """When the token expires as `time.time()` seconds (for logs, other processes)."""
-        return time.time() + self.remaining()
+        if self.obtained_at_wall is not None:
+            return self.obtained_at_wall + self.expires_in
+        try:  # a token built by hand: only its loop-clock times are known
+            now = anyio.current_time()
+        except RuntimeError:  # no event loop in this thread
+            now = time.monotonic()
+        return time.time() + self.expires_at - now
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -136,7 +152,7 @@ def _json_object(body: bytes) -> RedactedDict | None:
     return RedactedDict(data) if isinstance(data, dict) else None
 
 
-def _vschar_problem(value: str) -> str | None:
+def vschar_problem(value: str) -> str | None:
     """What makes `value` no RFC 6749 `1*VSCHAR` (%x20-7E), without quoting it; None if fine."""
     if not value:
         return "is empty"
@@ -158,13 +174,13 @@ def _token_problem(data: Mapping[str, Any], token_types: frozenset[str]) -> str 
     access_token = data.get("access_token")
     if not isinstance(access_token, str) or not access_token.strip():
         return "without an access_token (missing, empty, blank or not a string)"
-    problem = _vschar_problem(access_token)
+    problem = vschar_problem(access_token)
     if problem is not None:
         return f"with an access_token that {problem}"
     token_type = data.get("token_type", "Bearer")
     if not isinstance(token_type, str):
         return f"with a token_type that is not a string (supported: {sorted(token_types)})"
-    problem = _vschar_problem(token_type)
+    problem = vschar_problem(token_type)
     if problem is not None:
         return f"with a token_type that {problem}"
     if token_type.lower() not in token_types:
@@ -173,6 +189,37 @@ def _token_problem(data: Mapping[str, Any], token_types: frozenset[str]) -> str 
             f"(supported: {sorted(token_types)})"
         )
     return None
+
+
+def bounded_extra(items: Iterable[tuple[object, object]]) -> dict[str, Any]:
+    """The fields of `items` worth keeping in `Token.extra`, within `MAX_EXTRA_BYTES`.
+
+    Only scalar top-level fields (str, int, float, bool, None) are kept, strings cut to
+    `MAX_EXTRA_STRING` characters, until the kept names and values add up to about
+    `MAX_EXTRA_BYTES`: a provider (or a planted store entry) cannot make every cached
+    token hold megabytes of nested lists.
+    """
+    kept: dict[str, Any] = {}
+    total = 0
+    for name, value in items:
+        if not isinstance(name, str) or len(name) > MAX_EXTRA_STRING:
+            continue
+        if isinstance(value, str):
+            value = value[:MAX_EXTRA_STRING]
+            size = len(value)
+        elif value is None or isinstance(value, (bool, float)):
+            size = 8
+        elif isinstance(value, int):
+            if value.bit_length() > 64:
+                continue
+            size = 8
+        else:
+            continue
+        total += len(name) + size
+        if total > MAX_EXTRA_BYTES:
+            break
+        kept[name] = value
+    return kept
 
 
 def _text(data: Mapping[str, Any], name: str) -> str | None:
@@ -252,11 +299,16 @@ def _token(
         data.get("expires_in"), access_token, default=default_lifetime, maximum=max_lifetime
     )
     scope = data.get("scope")
-    extra = {
-        k: v
+    extra = bounded_extra(
+        (k, v)
         for k, v in data.items()
         if k not in ("access_token", "token_type", "expires_in", "scope")
-    }
+    )
+    wall_now = time.time()
+    try:  # the wall time of `started_at`: now, less the request's time on the loop clock
+        elapsed = anyio.current_time() - started_at
+    except RuntimeError:  # parsed outside an event loop
+        elapsed = 0.0
     return Token(
         access_token=access_token,
         token_type=data.get("token_type", "Bearer"),
@@ -265,4 +317,5 @@ def _token(
         expires_at=started_at + lifetime,
         scope=tuple(scope.split()) if isinstance(scope, str) else None,
         extra=extra,
+        obtained_at_wall=wall_now - min(max(elapsed, 0.0), lifetime),
     )

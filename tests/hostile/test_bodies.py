@@ -6,6 +6,7 @@ the same bytes; the library must answer with a typed error, within a few MB of m
 
 from __future__ import annotations
 
+import gc
 import gzip
 import json
 import tracemalloc
@@ -17,7 +18,15 @@ import httpx
 import pytest
 
 from helpers import load_benchmark
-from tokenflight import ClientCredentials, ConfigurationError, MalformedTokenResponse, TokenManager
+from tokenflight import (
+    ClientCredentials,
+    ClientSecret,
+    ClientSecretBasic,
+    ClientSecretPost,
+    ConfigurationError,
+    MalformedTokenResponse,
+    TokenManager,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -69,9 +78,11 @@ def creds(url: str, *, discovered: bool = False) -> ClientCredentials:
     """Credentials for the raw server: its token endpoint, or discovered from it as issuer."""
     if discovered:
         return ClientCredentials(
-            issuer=url, client_id="acme", client_secret=SECRET, allow_insecure_http=True
+            issuer=url, client_id="acme", auth=ClientSecret(SECRET), allow_insecure_http=True
         )
-    return ClientCredentials(token_url=url + "/oauth/token", client_id="acme", client_secret=SECRET)
+    return ClientCredentials(
+        token_url=url + "/oauth/token", client_id="acme", auth=ClientSecretBasic(SECRET)
+    )
 
 
 @pytest.mark.parametrize(
@@ -151,10 +162,39 @@ async def test_redirect_is_refused_even_by_a_client_that_follows_them():
                 ClientCredentials(
                     token_url=url + "/oauth/token",
                     client_id="acme",
-                    client_secret=SECRET,
-                    auth_method="client_secret_post",
+                    auth=ClientSecretPost(SECRET),
                 ),
             )
             with pytest.raises(ConfigurationError, match="does not follow redirects"):
                 await tokens.get_token("acme")
     assert received == []
+
+
+def amplifying_token_body() -> bytes:
+    """A good token response padded to just under 64 KiB with `[[],[],…]`: each 3 bytes
+    on the wire is a list object of 56 bytes once parsed."""
+    head = b'{"access_token": "t0k", "token_type": "Bearer", "expires_in": 600, "note": "kept", '
+    lists = b'"padding": [' + b",".join([b"[]"] * 21_000) + b"]}"
+    body = head + lists
+    assert len(body) < 65536
+    return body
+
+
+async def test_unknown_fields_of_100_tenants_retain_under_5_mb():
+    """Token.extra keeps scalars only: 100 slots of 64 KiB nested-list bodies hold < 5 MB."""
+    answer = raw_response(amplifying_token_body(), headers={})
+    async with raw_server(answer) as (url, _), TokenManager() as tokens:
+        for n in range(101):
+            tokens.register(f"t{n}", creds(url))
+        await tokens.get_token("t100")  # warm: the client's pool, the parser
+        tracemalloc.start()
+        try:
+            before, _ = tracemalloc.get_traced_memory()
+            got = [await tokens.get_token(f"t{n}") for n in range(100)]
+            gc.collect()
+            after, _ = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert len(got) == 100
+        assert dict(got[0].extra) == {"note": "kept"}
+    assert after - before < 5 * 1024 * 1024

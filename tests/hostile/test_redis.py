@@ -55,6 +55,10 @@ CORRUPT = {
     "expires_in a string": good_fields(expires_in="60"),
     "expires_in true": good_fields(expires_in=True),
     "empty access_token": good_fields(access_token=""),
+    "CR LF in access_token": good_fields(access_token="planted\r\nX-Evil: 1"),
+    "NUL in access_token": good_fields(access_token="planted\x00"),
+    "LF in token_type": good_fields(token_type="Bearer\nX-Evil: 1"),
+    "CR in token_type": good_fields(token_type="Bearer\r"),
     "scope of numbers": good_fields(scope=[1, 2]),
     "extra a list": good_fields(extra=[]),
     "not an object": b"[1, 2, 3]",
@@ -206,3 +210,20 @@ async def test_a_good_entry_still_reads(prefix: str) -> None:
         assert (read.scope, dict(read.extra)) == (("read",), {"tenant": "acme"})
     finally:
         await store.aclose()
+
+
+async def test_extra_of_a_planted_entry_keeps_only_bounded_scalars(prefix: str) -> None:
+    """A planted entry's nested or huge `extra` is cut to scalars of about 4 KiB on read."""
+    extra: dict[str, object] = {"tenant": "acme", "nested": [[]] * 4000, "long": "x" * 10_000}
+    extra |= {f"f{i}": i for i in range(1500)}
+    planted(good_fields(extra=extra), prefix + "k")  # under MAX_ENTRY_BYTES
+    store = RedisTokenStore(REDIS_URL, prefix=prefix)
+    try:
+        read = await store.fetch("k", Issuer(), min_ttl=0)
+    finally:
+        await store.aclose()
+    assert read.access_token == "planted"
+    assert read.extra["tenant"] == "acme"
+    assert "nested" not in read.extra
+    assert len(read.extra["long"]) == 1024
+    assert len(json.dumps(dict(read.extra))) < 8192
