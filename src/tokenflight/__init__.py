@@ -7,6 +7,14 @@ before they expire, and never written to a log.
 from ._admission import Admission as Admission
 from ._admission import AdmissionStatistics as AdmissionStatistics
 from ._auth import TokenAuth as TokenAuth
+from ._client_auth import ClientAuth as ClientAuth
+from ._client_auth import ClientSecret as ClientSecret
+from ._client_auth import ClientSecretBasic as ClientSecretBasic
+from ._client_auth import ClientSecretJWT as ClientSecretJWT
+from ._client_auth import ClientSecretPost as ClientSecretPost
+from ._client_auth import MutualTLS as MutualTLS
+from ._client_auth import PrivateKeyJWT as PrivateKeyJWT
+from ._client_auth import SelfSignedMutualTLS as SelfSignedMutualTLS
 from ._config import ClientCredentials as ClientCredentials
 from ._config import RefreshPolicy as RefreshPolicy
 from ._config import RetryPolicy as RetryPolicy
@@ -37,7 +45,12 @@ __version__ = "0.1.0"
 __all__ = [
     "Admission",
     "AdmissionStatistics",
+    "ClientAuth",
     "ClientCredentials",
+    "ClientSecret",
+    "ClientSecretBasic",
+    "ClientSecretJWT",
+    "ClientSecretPost",
     "ConfigurationError",
     "CooldownEntered",
     "FetchFinished",
@@ -47,8 +60,11 @@ __all__ = [
     "MalformedTokenResponse",
     "ManagerClosedError",
     "ManagerStatistics",
+    "MutualTLS",
+    "PrivateKeyJWT",
     "RefreshPolicy",
     "RetryPolicy",
+    "SelfSignedMutualTLS",
     "SlotEvicted",
     "SlotKey",
     "SyncTokenAuth",

@@ -1,211 +1,397 @@
-"""Client authentication at the token endpoint: checking the configuration, then applying it.
+"""Client authentication at the token endpoint: one value per method, each applying itself.
 
-Methods (RFC 6749 section 2.3.1, RFC 7523, OpenID Connect Core section 9):
+The vocabulary (RFC 6749 section 2.3.1, RFC 7523, RFC 8705, OpenID Connect Core section 9):
 
-- `client_secret_basic`: HTTP Basic with the form-urlencoded id and secret.
-- `client_secret_post`: `client_id` and `client_secret` in the form body.
-- `client_secret_jwt`: an assertion signed with HS256 keyed by the client secret.
-- `private_key_jwt`: an assertion signed with the client's private key (RS256/PS256/ES256).
-- `auto`: Basic, then the form body once on `invalid_client` (the endpoint remembers).
+- `ClientSecretBasic(secret)`: HTTP Basic with the form-urlencoded id and secret.
+- `ClientSecretPost(secret)`: `client_id` and `client_secret` in the form body.
+- `ClientSecret(secret)`: a secret whose method is chosen for it: what the server's
+  discovered metadata says (Basic when listed or when it does not say, else the form
+  body), or Basic and then the form body once on `invalid_client`.
+- `ClientSecretJWT(secret)`: an assertion signed with HS256 keyed by the secret.
+- `PrivateKeyJWT(key)`: an assertion signed with the client's private key.
+- `MutualTLS(cert)` / `SelfSignedMutualTLS(cert)`: the client certificate, in the TLS
+  handshake, is the proof (`tls_client_auth` / `self_signed_tls_client_auth`).
+
+This module also owns the preference order: which method discovery picks (`choose`)
+and which a negotiated secret tries (`candidates`).
 """
 
 from __future__ import annotations
 
 import base64
-import logging
 import math
-from collections.abc import Callable, Collection
-from typing import TYPE_CHECKING
+from collections.abc import Collection, Mapping
+from dataclasses import KW_ONLY, dataclass, field
+from typing import Any, ClassVar, Literal, final, get_args
 from urllib.parse import quote, urlsplit
 
 from ._errors import ConfigurationError
-from ._jwt import ASSERTION_TYPE, SigningKey, client_assertion, load_private_key, secret_key
-from ._mtls import TLS_METHODS
+from ._jwt import (
+    ASSERTION_TYPE,
+    SigningKey,
+    certificate_thumbprint,
+    client_assertion,
+    load_private_key,
+    secret_key,
+)
 
-if TYPE_CHECKING:
-    from ._config import ClientCredentials
+__all__ = [
+    "AUTH_METHODS",
+    "AuthMethod",
+    "ClientAuth",
+    "ClientSecret",
+    "ClientSecretBasic",
+    "ClientSecretJWT",
+    "ClientSecretPost",
+    "MutualTLS",
+    "PrivateKeyJWT",
+    "SelfSignedMutualTLS",
+    "TLSIdentity",
+    "basic_authorization",
+    "candidates",
+    "choose",
+]
 
-__all__ = ["apply_client_auth", "basic_authorization", "check_credentials", "choose_auth_method"]
+AuthMethod = Literal[
+    "client_secret_basic",
+    "client_secret_post",
+    "client_secret_jwt",
+    "private_key_jwt",
+    "tls_client_auth",
+    "self_signed_tls_client_auth",
+    "auto",
+]
+AUTH_METHODS: tuple[str, ...] = get_args(AuthMethod)
 
-logger = logging.getLogger("tokenflight")
+#: The form a request's fields and headers take while client authentication fills them.
+Form = dict[str, str | list[str]]
 
-_SECRET_METHODS = ("client_secret_basic", "client_secret_post", "client_secret_jwt", "auto")
+Headers = dict[str, str]
+
+#: (certificate file, key file, CA bundle file): what a mutual-TLS pool presents.
+TLSIdentity = tuple[str, str | None, str | None]
 
 
-def check_credentials(creds: ClientCredentials, check_url: Callable[..., None]) -> None:
-    """Validate the endpoint and client-authentication fields (called by `__post_init__`).
+class ClientAuth:
+    """How a client proves who it is at the token endpoint (one subclass per method).
 
-    Fills in the default `auth_method` when it does not depend on discovery, and parses
-    the signing key once.
-
-    Raises:
-        ConfigurationError: A field is missing, malformed or contradicts another.
+    Values are frozen and check themselves when made; `apply` adds the proof to one
+    token request. Secrets and keys never appear in a `repr`.
     """
-    if not isinstance(creds.client_id, str) or not creds.client_id:
-        raise ConfigurationError("client_id must be a non-empty string")
-    who = f"client {creds.client_id!r}"
-    _check_endpoint(creds, check_url, who)
-    method = _method(creds, who)
-    _check_assertion_options(creds, who)
-    object.__setattr__(creds, "auth_method", method)
-    if creds.private_key is not None:
-        signing = load_private_key(creds.private_key, key_id=creds.key_id, alg=creds.signing_alg)
-        object.__setattr__(creds, "_signing_key", signing)
-    elif method == "client_secret_jwt":
-        assert creds.client_secret is not None  # checks alg, length and that joserfc is there:
-        secret_key(creds.client_secret, key_id=creds.key_id, alg=creds.signing_alg)
+
+    __slots__ = ()
+
+    #: The RFC name of the method (`token_endpoint_auth_method`).
+    method: ClassVar[str]
+
+    def apply(
+        self, *, client_id: str, token_url: str, issuer: str | None, form: Form, headers: Headers
+    ) -> None:
+        """Add this method's proof to a token request's form fields or headers."""
+        raise NotImplementedError
+
+    @property
+    def tls(self) -> TLSIdentity | None:
+        """The client certificate this method presents in the TLS handshake, if any."""
+        return None
+
+    def check(self, *, issuer: str | None) -> None:
+        """Check what depends on the rest of the credentials (overridden where needed)."""
 
 
-def _check_endpoint(creds: ClientCredentials, check_url: Callable[..., None], who: str) -> None:
-    for name in ("token_url", "issuer"):
-        value = getattr(creds, name)
-        if value is not None:
-            if not isinstance(value, str):
-                raise ConfigurationError(f"{name} must be a string")
-            check_url(name, value, allow_http=creds.allow_insecure_http)
-    if creds.token_url is None and creds.issuer is None:
-        raise ConfigurationError(f"{who}: set token_url, or issuer to discover it")
-    if creds.issuer is not None and (urlsplit(creds.issuer).query or "#" in creds.issuer):
-        raise ConfigurationError("issuer must not have a query or fragment (RFC 8414)")
-    for name in ("client_cert", "client_key", "tls_ca_bundle"):
-        value = getattr(creds, name)
-        if value is not None and (not isinstance(value, str) or not value):
-            raise ConfigurationError(f"{name} must be a file path")
+def _check_secret(secret: object, what: str) -> None:
+    if not isinstance(secret, str) or not secret:
+        raise ConfigurationError(f"{what}: the client secret is empty or not a string")
 
 
-def _method(creds: ClientCredentials, who: str) -> str | None:
-    """The configured or default method (None: chosen by discovery), checked for fit."""
-    from ._config import AUTH_METHODS
+def _check_file(name: str, value: object) -> None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ConfigurationError(f"{name} must be a file path")
 
-    method: str | None = creds.auth_method
-    if method is not None and method not in AUTH_METHODS:
-        raise ConfigurationError(
-            f"auth_method {method!r} is not supported; use one of {AUTH_METHODS}"
+
+@final
+@dataclass(frozen=True, slots=True)
+class ClientSecretBasic(ClientAuth):
+    """`client_secret_basic`: HTTP Basic with the form-urlencoded id and secret.
+
+    Args:
+        secret: The client secret. Never shown.
+    """
+
+    secret: str = field(repr=False)
+    method: ClassVar[str] = "client_secret_basic"
+
+    def __post_init__(self) -> None:
+        _check_secret(self.secret, "ClientSecretBasic")
+
+    def apply(
+        self, *, client_id: str, token_url: str, issuer: str | None, form: Form, headers: Headers
+    ) -> None:
+        headers["Authorization"] = basic_authorization(client_id, self.secret)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ClientSecretPost(ClientAuth):
+    """`client_secret_post`: `client_id` and `client_secret` in the form body.
+
+    Args:
+        secret: The client secret. Never shown.
+    """
+
+    secret: str = field(repr=False)
+    method: ClassVar[str] = "client_secret_post"
+
+    def __post_init__(self) -> None:
+        _check_secret(self.secret, "ClientSecretPost")
+
+    def apply(
+        self, *, client_id: str, token_url: str, issuer: str | None, form: Form, headers: Headers
+    ) -> None:
+        form["client_id"] = client_id
+        form["client_secret"] = self.secret
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ClientSecret(ClientAuth):
+    """A client secret whose method tokenflight chooses.
+
+    With an `issuer`, the discovered metadata decides: `client_secret_basic` when listed
+    (or when the server does not say, RFC 8414 section 2), else `client_secret_post`.
+    With a `token_url`, Basic is tried first and the form body once on `invalid_client`;
+    what worked is remembered per token URL.
+
+    Args:
+        secret: The client secret. Never shown.
+    """
+
+    secret: str = field(repr=False)
+    method: ClassVar[str] = "auto"
+
+    def __post_init__(self) -> None:
+        _check_secret(self.secret, "ClientSecret")
+
+    def apply(
+        self, *, client_id: str, token_url: str, issuer: str | None, form: Form, headers: Headers
+    ) -> None:
+        ClientSecretBasic(self.secret).apply(
+            client_id=client_id, token_url=token_url, issuer=issuer, form=form, headers=headers
         )
-    secret, key, cert = creds.client_secret, creds.private_key, creds.client_cert
-    if secret is not None and (not isinstance(secret, str) or not secret):
-        raise ConfigurationError(f"client_secret for {who} is empty or not a string")
-    if method is None and (creds.token_url is not None or key is not None):
-        likely = _likely_methods(creds)
-        method = likely[0] if likely else "client_secret_basic"
-    if method in TLS_METHODS and cert is None:
-        raise ConfigurationError(f"{who}: {method} needs client_cert (a PEM file path)")
-    if method == "private_key_jwt" and key is None:
-        raise ConfigurationError(f"{who}: private_key_jwt needs private_key (PEM or JWK)")
-    if method in _SECRET_METHODS and secret is None:
-        raise ConfigurationError(f"client_secret for {who} is missing or empty")
-    if method is None and secret is None and key is None and cert is None:
-        raise ConfigurationError(f"{who}: give client_secret or private_key")
-    if key is not None and method not in (None, "private_key_jwt"):
-        raise ConfigurationError(f"{who}: private_key is only used with private_key_jwt")
-    return method
 
 
-def _check_assertion_options(creds: ClientCredentials, who: str) -> None:
-    lifetime = creds.assertion_lifetime
+def _check_assertion(audience: object, lifetime: object, key_id: object) -> None:
     if isinstance(lifetime, bool) or not isinstance(lifetime, (int, float)):
-        raise ConfigurationError("assertion_lifetime must be a number of seconds")
+        raise ConfigurationError("the assertion lifetime must be a number of seconds")
     if not math.isfinite(lifetime) or not 1 <= lifetime <= 3600:
-        raise ConfigurationError("assertion_lifetime must be between 1 and 3600 seconds")
-    audience = creds.assertion_audience
-    if audience == "issuer" and creds.issuer is None:
-        raise ConfigurationError(f"{who}: assertion_audience='issuer' needs issuer")
+        raise ConfigurationError("the assertion lifetime must be between 1 and 3600 seconds")
     if audience not in (None, "issuer") and (
         not isinstance(audience, str) or not urlsplit(audience).scheme
     ):
-        raise ConfigurationError("assertion_audience must be 'issuer' or an absolute URL")
-    if creds.key_id is not None and (not isinstance(creds.key_id, str) or not creds.key_id):
+        raise ConfigurationError("the assertion audience must be 'issuer' or an absolute URL")
+    if key_id is not None and (not isinstance(key_id, str) or not key_id):
         raise ConfigurationError("key_id must be a non-empty string")
 
 
-def _likely_methods(creds: ClientCredentials) -> tuple[str, ...]:
-    """The methods the client's registration most likely allows, likeliest first.
-
-    A private key means `private_key_jwt`; a secret means `client_secret_basic`, the
-    registration default (RFC 7591 section 2), then `client_secret_post`, but never
-    `client_secret_jwt` unasked: a server listing it says nothing of how this client was
-    registered, and refuses a client registered for Basic (`invalid_client`). A client
-    certificate means mutual TLS.
-    """
-    methods: tuple[str, ...] = ()
-    if creds.private_key is not None:
-        methods = ("private_key_jwt",)
-    elif creds.client_secret is not None:
-        methods = ("client_secret_basic", "client_secret_post")
-    if creds.client_cert is not None:
-        methods = (*methods, "tls_client_auth", "self_signed_tls_client_auth")
-    return methods
-
-
-def choose_auth_method(creds: ClientCredentials, supported: Collection[str] | None) -> str:
-    """The likeliest method of this client's registration that the server supports.
-
-    `supported` is the metadata's `token_endpoint_auth_methods_supported`; RFC 8414 says
-    `client_secret_basic` when the server does not say.
-
-    Raises:
-        ConfigurationError: None of the server's methods fits the configuration.
-    """
-    offered = ("client_secret_basic",) if supported is None else tuple(supported)
-    possible = _likely_methods(creds)
-    for method in possible:
-        if method in offered:
-            return method
-    hint = ""
-    if creds.client_secret is not None and "client_secret_jwt" in offered:
-        hint = "; set auth_method='client_secret_jwt' if the client is registered for it"
-    raise ConfigurationError(
-        f"the authorization server supports {sorted(offered)} for client authentication; "
-        f"client {creds.client_id!r} is configured for {list(possible)}{hint}"
-    )
-
-
-def apply_client_auth(
-    creds: ClientCredentials,
-    method: str,
-    token_url: str,
-    form: dict[str, str | list[str]],
-    headers: dict[str, str],
-) -> None:
-    """Add the client authentication of `method` to a token request's form or headers.
-
-    A JWT method signs a new assertion each call, so every attempt gets a fresh `jti`.
-    """
-    secret = creds.client_secret
-    if method == "client_secret_basic":
-        assert secret is not None
-        headers["Authorization"] = basic_authorization(creds.client_id, secret)
-        return
-    form["client_id"] = creds.client_id
-    if method in TLS_METHODS:
-        return  # the client certificate, in the TLS handshake, authenticates
-    if method == "client_secret_post":
-        assert secret is not None
-        form["client_secret"] = secret
-        return
-    if method == "private_key_jwt":
-        signing: SigningKey = creds._signing_key
-    else:
-        assert secret is not None
-        signing = secret_key(secret, key_id=creds.key_id, alg=creds.signing_alg)
-    form["client_assertion_type"] = ASSERTION_TYPE
-    form["client_assertion"] = client_assertion(
-        signing,
-        client_id=creds.client_id,
-        audience=assertion_audience(creds, token_url),
-        lifetime=creds.assertion_lifetime,
-    )
-
-
-def assertion_audience(creds: ClientCredentials, token_url: str) -> str:
-    """The `aud` of the client's assertions."""
-    audience = creds.assertion_audience
+def _assertion_audience(audience: str | None, token_url: str, issuer: str | None) -> str:
     if audience is None:
         return token_url
     if audience == "issuer":
-        assert creds.issuer is not None
-        return creds.issuer
+        assert issuer is not None  # checked with the credentials
+        return issuer
     return audience
+
+
+def _needs_issuer(audience: str | None, issuer: str | None, what: str) -> None:
+    if audience == "issuer" and issuer is None:
+        raise ConfigurationError(f"{what}(audience='issuer') needs the credentials' issuer")
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ClientSecretJWT(ClientAuth):
+    """`client_secret_jwt`: a short-lived assertion signed with HS256 keyed by the secret.
+
+    Args:
+        secret: The client secret, at least 32 bytes (RFC 7518 section 3.2). Never shown.
+        alg: The signing algorithm; HS256.
+        key_id: The assertion's `kid` header, if the server wants one.
+        audience: The assertion's `aud`: the token endpoint by default, `"issuer"` for
+            the issuer, or an explicit URL.
+        lifetime: Seconds an assertion is valid (`exp - iat`).
+    """
+
+    secret: str = field(repr=False)
+    _: KW_ONLY
+    alg: str = "HS256"
+    key_id: str | None = None
+    audience: str | None = None
+    lifetime: float = 60.0
+    _key: SigningKey = field(init=False, repr=False, compare=False)
+    method: ClassVar[str] = "client_secret_jwt"
+
+    def __post_init__(self) -> None:
+        _check_secret(self.secret, "ClientSecretJWT")
+        _check_assertion(self.audience, self.lifetime, self.key_id)
+        # Parsed once, here: every attempt signs with it.
+        object.__setattr__(self, "_key", secret_key(self.secret, key_id=self.key_id, alg=self.alg))
+
+    def check(self, *, issuer: str | None) -> None:
+        _needs_issuer(self.audience, issuer, "ClientSecretJWT")
+
+    def apply(
+        self, *, client_id: str, token_url: str, issuer: str | None, form: Form, headers: Headers
+    ) -> None:
+        audience = _assertion_audience(self.audience, token_url, issuer)
+        _add_assertion(form, self._key, client_id, audience, lifetime=self.lifetime)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class PrivateKeyJWT(ClientAuth):
+    """`private_key_jwt`: a short-lived assertion signed with the client's private key.
+
+    Args:
+        key: An RSA or EC (P-256) private key, as a PEM string or a JWK dict. Never shown.
+        key_id: The assertion's `kid` header (default: the JWK's own `kid`, if any).
+        alg: RS256, PS256 or ES256 (default: RS256 for RSA, ES256 for EC).
+        audience: The assertion's `aud`: the token endpoint by default, `"issuer"` for
+            the issuer, or an explicit URL.
+        lifetime: Seconds an assertion is valid (`exp - iat`).
+        certificate: The key's X.509 certificate (PEM). Its SHA-256 thumbprint goes into
+            the assertion's `x5t#S256` header, which Microsoft Entra ID requires for
+            certificate credentials.
+    """
+
+    key: str | Mapping[str, Any] = field(repr=False)
+    _: KW_ONLY
+    key_id: str | None = None
+    alg: str | None = None
+    audience: str | None = None
+    lifetime: float = 60.0
+    certificate: str | None = None
+    _key: SigningKey = field(init=False, repr=False, compare=False)
+    method: ClassVar[str] = "private_key_jwt"
+
+    def __post_init__(self) -> None:
+        _check_assertion(self.audience, self.lifetime, self.key_id)
+        signing = load_private_key(self.key, key_id=self.key_id, alg=self.alg)
+        if self.certificate is not None:
+            thumbprint = certificate_thumbprint(self.certificate, signing)
+            signing = SigningKey(signing.key, signing.alg, signing.kid, thumbprint)
+        object.__setattr__(self, "_key", signing)  # parsed once, here
+
+    def __hash__(self) -> int:  # a JWK dict is not hashable
+        return hash((self.key_id, self.alg, self.audience, self.certificate))
+
+    def check(self, *, issuer: str | None) -> None:
+        _needs_issuer(self.audience, issuer, "PrivateKeyJWT")
+
+    def apply(
+        self, *, client_id: str, token_url: str, issuer: str | None, form: Form, headers: Headers
+    ) -> None:
+        audience = _assertion_audience(self.audience, token_url, issuer)
+        _add_assertion(form, self._key, client_id, audience, lifetime=self.lifetime)
+
+
+def _add_assertion(
+    form: Form, signing: SigningKey, client_id: str, audience: str, *, lifetime: float
+) -> None:
+    """A fresh assertion (new `jti`) for each attempt (RFC 7523 section 2.2)."""
+    form["client_id"] = client_id
+    form["client_assertion_type"] = ASSERTION_TYPE
+    form["client_assertion"] = client_assertion(
+        signing, client_id=client_id, audience=audience, lifetime=lifetime
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _TLSMethod(ClientAuth):
+    cert: str
+    _: KW_ONLY
+    key: str | None = None
+    ca: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_file("cert", self.cert)
+        _check_file("key", self.key)
+        _check_file("ca", self.ca)
+
+    @property
+    def tls(self) -> TLSIdentity:
+        return (self.cert, self.key, self.ca)
+
+    def apply(
+        self, *, client_id: str, token_url: str, issuer: str | None, form: Form, headers: Headers
+    ) -> None:
+        form["client_id"] = client_id  # the certificate, in the TLS handshake, is the proof
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class MutualTLS(_TLSMethod):
+    """`tls_client_auth` (RFC 8705 section 2.1): a certificate from a CA the server trusts.
+
+    The same certificate is presented to resource servers by `TokenManager.client()`, as
+    certificate-bound access tokens require (RFC 8705 section 3).
+
+    Args:
+        cert: Path of the PEM client certificate (chain).
+        key: Path of its private key, if not in `cert`.
+        ca: Path of the CA bundle that verifies the servers (default: the system's).
+    """
+
+    method: ClassVar[str] = "tls_client_auth"
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class SelfSignedMutualTLS(_TLSMethod):
+    """`self_signed_tls_client_auth` (RFC 8705 section 2.2): a certificate registered
+    with the server.
+
+    Args:
+        cert: Path of the PEM client certificate.
+        key: Path of its private key, if not in `cert`.
+        ca: Path of the CA bundle that verifies the servers (default: the system's).
+    """
+
+    method: ClassVar[str] = "self_signed_tls_client_auth"
+
+
+def choose(auth: ClientAuth, supported: Collection[str] | None) -> ClientAuth:
+    """The method to use with a server whose metadata lists `supported`.
+
+    Only a `ClientSecret` is chosen for: `client_secret_basic`, the registration default
+    (RFC 7591 section 2), when listed or when the server does not say (RFC 8414 section
+    2), else `client_secret_post`; never `client_secret_jwt` merely because it is listed,
+    since that says nothing of how this client was registered. Any other value is the
+    user's explicit choice and is kept.
+
+    Raises:
+        ConfigurationError: A `ClientSecret` and a server offering neither secret method.
+    """
+    if not isinstance(auth, ClientSecret):
+        return auth
+    offered = ("client_secret_basic",) if supported is None else tuple(supported)
+    if "client_secret_basic" in offered:
+        return ClientSecretBasic(auth.secret)
+    if "client_secret_post" in offered:
+        return ClientSecretPost(auth.secret)
+    hint = ""
+    if "client_secret_jwt" in offered:
+        hint = "; use auth=ClientSecretJWT(secret) if the client is registered for it"
+    raise ConfigurationError(
+        f"the authorization server supports {sorted(offered)} for client authentication, "
+        f"neither client_secret_basic nor client_secret_post{hint}"
+    )
+
+
+def candidates(auth: ClientAuth) -> tuple[ClientAuth, ...]:
+    """What to try, in order, with no metadata: a `ClientSecret` Basic, then the form body."""
+    if isinstance(auth, ClientSecret):
+        return (ClientSecretBasic(auth.secret), ClientSecretPost(auth.secret))
+    return (auth,)
 
 
 def basic_authorization(client_id: str, client_secret: str) -> str:

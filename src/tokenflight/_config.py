@@ -2,29 +2,32 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import math
 import random
-from collections.abc import Mapping
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, final, get_args
+from typing import Any, final
 from urllib.parse import urlsplit
 
+from ._client_auth import (
+    AUTH_METHODS,
+    AuthMethod,
+    ClientAuth,
+    ClientSecret,
+    ClientSecretBasic,
+    ClientSecretJWT,
+    ClientSecretPost,
+    MutualTLS,
+    PrivateKeyJWT,
+    SelfSignedMutualTLS,
+)
 from ._errors import ConfigurationError
 from ._redact import redact_url
 
-__all__ = ["AuthMethod", "ClientCredentials", "RefreshPolicy", "RetryPolicy"]
-
-AuthMethod = Literal[
-    "client_secret_basic",
-    "client_secret_post",
-    "client_secret_jwt",
-    "private_key_jwt",
-    "tls_client_auth",
-    "self_signed_tls_client_auth",
-    "auto",
-]
-AUTH_METHODS: tuple[str, ...] = get_args(AuthMethod)
+__all__ = ["AuthMethod", "ClientCredentials", "RefreshPolicy", "RetryPolicy", "with_auth"]
 
 # A cooldown set by `Retry-After` lasts up to this fraction longer, at random.
 RETRY_AFTER_JITTER = 0.1
@@ -59,9 +62,11 @@ def _check_url(name: str, url: str, *, allow_http: bool) -> None:
         )
 
 
-def _scope_tuple(name: str, value: str | tuple[str, ...] | list[str] | None) -> tuple[str, ...]:
+def _scope_tuple(name: str, value: object) -> tuple[str, ...]:
     if value is None:
         return ()
+    if not isinstance(value, (str, list, tuple, frozenset, set)):
+        raise ConfigurationError(f"{name} must be a list of strings or one string")
     items = value.split() if isinstance(value, str) else list(value)
     for item in items:
         if not isinstance(item, str) or not item or any(c.isspace() for c in item):
@@ -74,68 +79,71 @@ def _scope_tuple(name: str, value: str | tuple[str, ...] | list[str] | None) -> 
 class ClientCredentials:
     """How to get tokens for one tenant: the token endpoint and the client's credentials.
 
+    ```python
+    ClientCredentials(
+        token_url="https://idp.example/oauth/token",
+        client_id="acme",
+        auth=ClientSecretBasic("s3cret"),
+    )
+    ```
+
     Args:
         token_url: The token endpoint. https is required except for loopback addresses or
             with `allow_insecure_http=True`. Leave it out and set `issuer` to discover it.
         client_id: The OAuth client id.
-        client_secret: The client secret. Never shown in `repr`, logs or errors. Not needed
-            for `private_key_jwt`.
-        auth_method: `client_secret_basic` (HTTP Basic, RFC 6749 section 2.3.1),
-            `client_secret_post` (id and secret in the form body), `client_secret_jwt` or
-            `private_key_jwt` (a signed assertion, RFC 7523), or `auto` (Basic, then the form
-            body on `invalid_client`). Default: `private_key_jwt` with a `private_key`;
-            with a secret `client_secret_basic`, or `client_secret_post` when a discovered
-            server lists only that (never a JWT method unasked); with a `client_cert`
-            alone, mutual TLS.
+        auth: How the client authenticates: `ClientSecretBasic`, `ClientSecretPost`,
+            `ClientSecret` (method chosen from discovery, else Basic then the form body),
+            `ClientSecretJWT`, `PrivateKeyJWT`, `MutualTLS` or `SelfSignedMutualTLS`.
         issuer: The authorization server's issuer; without `token_url`, the token endpoint
-            and auth methods are discovered (RFC 8414, then OpenID Connect discovery).
-        private_key: For `private_key_jwt`: a PEM string or a JWK dict. Never shown.
-        key_id: The `kid` header of assertions (default: the JWK's own `kid`, if any).
-        signing_alg: RS256, PS256 or ES256 (`private_key_jwt`; default from the key) or
-            HS256 (`client_secret_jwt`).
-        assertion_audience: The assertion's `aud`: the token endpoint by default, `"issuer"`
-            for the issuer, or an explicit URL.
-        assertion_lifetime: Seconds an assertion is valid (`exp - iat`).
+            is discovered (RFC 8414, then OpenID Connect discovery), and for a
+            `ClientSecret` the method too.
         dpop: Bind tokens to a key pair per slot with DPoP (RFC 9449); `TokenAuth` then
             sends `Authorization: DPoP` with a fresh proof on every request.
-        client_cert: Path of a PEM client certificate (chain) presented to the token
-            endpoint: mutual TLS (RFC 8705) for `tls_client_auth` and
-            `self_signed_tls_client_auth`. Each certificate gets its own connection pool.
-        client_key: Path of the certificate's private key, if not in `client_cert`.
-        tls_ca_bundle: Path of the CA bundle that verifies the token endpoint over mutual
-            TLS (default: the system's trust store).
-        scopes: Default scopes, used when `get_token` is called without `scopes`.
+        scopes: Default scopes (a list, or one space-separated string), used when
+            `get_token` is called without `scopes`.
         audience: Default `audience` form field (Auth0 and others).
         resource: Default RFC 8707 `resource` indicator(s).
         extra_params: Other form fields the provider wants.
         allow_insecure_http: Allow a plain-http token URL that is not loopback.
+        client_secret: Deprecated shorthand (this release only): use `auth=`. So are
+            `auth_method`, `private_key`, `key_id`, `signing_alg`, `assertion_audience`,
+            `assertion_lifetime`, `client_cert`, `client_key` and `tls_ca_bundle`; see the
+            migration table in the README.
     """
 
     token_url: str | None = None
     client_id: str
-    client_secret: str | None = field(default=None, repr=False)
-    auth_method: AuthMethod | None = None
+    auth: ClientAuth | None = None
     issuer: str | None = None
-    private_key: str | Mapping[str, Any] | None = field(default=None, repr=False)
-    key_id: str | None = None
-    signing_alg: str | None = None
-    assertion_audience: str | None = None
-    assertion_lifetime: float = 60.0
     dpop: bool = False
-    client_cert: str | None = None
-    client_key: str | None = None
-    tls_ca_bundle: str | None = None
-    _signing_key: Any = field(default=None, init=False, repr=False, compare=False)
-    scopes: tuple[str, ...] = ()
+    scopes: Sequence[str] = ()
     audience: str | None = None
-    resource: str | tuple[str, ...] | None = None
+    resource: str | Sequence[str] | None = None
     extra_params: Mapping[str, str] = field(default_factory=dict)
     allow_insecure_http: bool = False
+    # Deprecated keyword form, kept for one release; `auth=` replaces it.
+    client_secret: str | None = field(default=None, repr=False)
+    auth_method: AuthMethod | None = field(default=None, repr=False)
+    private_key: str | Mapping[str, Any] | None = field(default=None, repr=False)
+    key_id: str | None = field(default=None, repr=False)
+    signing_alg: str | None = field(default=None, repr=False)
+    assertion_audience: str | None = field(default=None, repr=False)
+    assertion_lifetime: float = field(default=60.0, repr=False)
+    client_cert: str | None = field(default=None, repr=False)
+    client_key: str | None = field(default=None, repr=False)
+    tls_ca_bundle: str | None = field(default=None, repr=False)
+    # The authentication in use: `auth`, or what the deprecated keywords say. Derived in
+    # `__post_init__` from this instance's own fields, so `dataclasses.replace` recomputes it.
+    _client_auth: ClientAuth = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        from ._client_auth import check_credentials
-
-        check_credentials(self, _check_url)
+        if not isinstance(self.client_id, str) or not self.client_id:
+            raise ConfigurationError("client_id must be a non-empty string")
+        self._check_endpoint()
+        object.__setattr__(self, "_client_auth", self._effective_auth())
+        self._client_auth.check(issuer=self.issuer)
+        if not isinstance(self.dpop, bool):
+            raise ConfigurationError("dpop must be True or False")
         object.__setattr__(self, "scopes", _scope_tuple("scopes", self.scopes))
         object.__setattr__(self, "resource", _normalize_resource(self.resource))
         if self.audience is not None and (not isinstance(self.audience, str) or not self.audience):
@@ -150,8 +158,140 @@ class ClientCredentials:
                 )
         object.__setattr__(self, "extra_params", extra)
 
+    @property
+    def client_auth(self) -> ClientAuth:
+        """The client authentication in use (`auth`, or built from the deprecated keywords)."""
+        return self._client_auth
+
     def __hash__(self) -> int:
-        return hash((self.token_url, self.client_id, self.auth_method, self.scopes))
+        return hash((self.token_url, self.client_id, self.issuer, tuple(self.scopes)))
+
+    def _check_endpoint(self) -> None:
+        for name in ("token_url", "issuer"):
+            value = getattr(self, name)
+            if value is not None:
+                if not isinstance(value, str):
+                    raise ConfigurationError(f"{name} must be a string")
+                _check_url(name, value, allow_http=self.allow_insecure_http)
+        if self.token_url is None and self.issuer is None:
+            raise ConfigurationError(
+                f"client {self.client_id!r}: set token_url, or issuer to discover it"
+            )
+        if self.issuer is not None and (urlsplit(self.issuer).query or "#" in self.issuer):
+            raise ConfigurationError("issuer must not have a query or fragment (RFC 8414)")
+
+    def _effective_auth(self) -> ClientAuth:
+        legacy = [name for name in _LEGACY if getattr(self, name) != _LEGACY[name]]
+        if self.auth is not None:
+            if not isinstance(self.auth, ClientAuth):
+                raise ConfigurationError(
+                    "auth must be a client authentication value such as "
+                    "ClientSecretBasic(secret), not "
+                    f"{type(self.auth).__name__}"
+                )
+            if legacy:
+                raise ConfigurationError(
+                    f"client {self.client_id!r}: give auth= or the deprecated "
+                    f"{', '.join(legacy)}, not both"
+                )
+            return self.auth
+        if not legacy:
+            raise ConfigurationError(
+                f"client {self.client_id!r}: set auth=, for example "
+                "auth=ClientSecretBasic(secret) or auth=PrivateKeyJWT(key)"
+            )
+        warnings.warn(
+            f"ClientCredentials({', '.join(f'{name}=' for name in legacy)}) is deprecated and "
+            "will be removed in the next release: use auth=, for example "
+            "auth=ClientSecretBasic(secret) (see the README's migration table)",
+            DeprecationWarning,
+            stacklevel=4,
+        )
+        return legacy_auth(self)
+
+
+# The deprecated keywords and their defaults.
+_LEGACY: dict[str, object] = {
+    "client_secret": None,
+    "auth_method": None,
+    "private_key": None,
+    "key_id": None,
+    "signing_alg": None,
+    "assertion_audience": None,
+    "assertion_lifetime": 60.0,
+    "client_cert": None,
+    "client_key": None,
+    "tls_ca_bundle": None,
+}
+
+
+def legacy_auth(creds: ClientCredentials) -> ClientAuth:
+    """The client authentication value the deprecated keyword form stands for.
+
+    Raises:
+        ConfigurationError: The keywords are missing a part or contradict each other.
+    """
+    method: str | None = creds.auth_method
+    who = f"client {creds.client_id!r}"
+    if method is not None and method not in AUTH_METHODS:
+        raise ConfigurationError(
+            f"auth_method {method!r} is not supported; use one of {AUTH_METHODS}"
+        )
+    secret, key, cert = creds.client_secret, creds.private_key, creds.client_cert
+    if secret is not None and (not isinstance(secret, str) or not secret):
+        raise ConfigurationError(f"client_secret for {who} is empty or not a string")
+    if method is None:
+        if key is not None:
+            method = "private_key_jwt"
+        elif secret is not None:
+            method = "client_secret_basic" if creds.token_url is not None else "auto"
+        elif cert is not None:
+            method = "tls_client_auth"
+        else:
+            raise ConfigurationError(f"{who}: give client_secret or private_key")
+    if key is not None and method != "private_key_jwt":
+        raise ConfigurationError(f"{who}: private_key is only used with private_key_jwt")
+    if method == "private_key_jwt":
+        if key is None:
+            raise ConfigurationError(f"{who}: private_key_jwt needs private_key (PEM or JWK)")
+        return PrivateKeyJWT(
+            key,
+            key_id=creds.key_id,
+            alg=creds.signing_alg,
+            audience=creds.assertion_audience,
+            lifetime=creds.assertion_lifetime,
+        )
+    if method in ("tls_client_auth", "self_signed_tls_client_auth"):
+        if cert is None:
+            raise ConfigurationError(f"{who}: {method} needs client_cert (a PEM file path)")
+        tls = MutualTLS if method == "tls_client_auth" else SelfSignedMutualTLS
+        return tls(cert, key=creds.client_key, ca=creds.tls_ca_bundle)
+    if secret is None:
+        raise ConfigurationError(f"client_secret for {who} is missing or empty")
+    if cert is not None:
+        raise ConfigurationError(
+            f"{who}: client_cert is only used with mutual TLS; use auth=MutualTLS(cert)"
+        )
+    if method == "client_secret_jwt":
+        return ClientSecretJWT(
+            secret,
+            alg=creds.signing_alg or "HS256",
+            key_id=creds.key_id,
+            audience=creds.assertion_audience,
+            lifetime=creds.assertion_lifetime,
+        )
+    simple = {
+        "client_secret_basic": ClientSecretBasic,
+        "client_secret_post": ClientSecretPost,
+        "auto": ClientSecret,
+    }
+    return simple[method](secret)
+
+
+def with_auth(creds: ClientCredentials, auth: ClientAuth, token_url: str) -> ClientCredentials:
+    """The credentials with a discovered token URL and a chosen authentication value."""
+    cleared: dict[str, Any] = dict(_LEGACY)
+    return dataclasses.replace(creds, token_url=token_url, auth=auth, **cleared)
 
 
 def _normalize_resource(value: object) -> str | tuple[str, ...] | None:
@@ -168,9 +308,7 @@ def _normalize_resource(value: object) -> str | tuple[str, ...] | None:
     return items[0] if len(items) == 1 else tuple(sorted(items))
 
 
-def normalize_resource(
-    value: str | tuple[str, ...] | list[str] | None,
-) -> str | tuple[str, ...] | None:
+def normalize_resource(value: str | Sequence[str] | None) -> str | tuple[str, ...] | None:
     """Validate a resource indicator given at call time and give it its canonical form."""
     return _normalize_resource(value)
 

@@ -12,6 +12,7 @@ import anyio
 import httpx
 
 from ._admission import Admission
+from ._client_auth import ClientSecretBasic
 from ._config import ClientCredentials, RefreshPolicy
 from ._errors import TokenError
 from ._http import (
@@ -94,7 +95,7 @@ async def run_demo(settings: DemoSettings, out: TextIO = sys.stdout) -> DemoResu
                     ClientCredentials(
                         token_url=idp.token_url,
                         client_id=client.client_id,
-                        client_secret=client.secret,
+                        auth=ClientSecretBasic(client.secret),
                     ),
                 )
             print(

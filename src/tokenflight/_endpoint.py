@@ -18,7 +18,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from ._client_auth import apply_client_auth
+from ._client_auth import ClientAuth, candidates
 from ._config import ClientCredentials, RefreshPolicy, RetryPolicy
 from ._dpop import DPOP_TOKEN_TYPES, DPoPProver
 from ._errors import (
@@ -71,9 +71,9 @@ class TokenRequest:
 
 
 def build_form(
-    creds: ClientCredentials, request: TokenRequest, *, method: str | None = None
+    creds: ClientCredentials, request: TokenRequest, *, auth: ClientAuth | None = None
 ) -> tuple[dict[str, str | list[str]], dict[str, str]]:
-    """The form fields and headers of a token request (`method` overrides `auth_method`).
+    """The form fields and headers of a token request (`auth` overrides the credentials').
 
     Both are `RedactedDict`s: the secret, the Basic value and the assertion they carry stay
     out of the locals an error reporter records from every frame they pass through.
@@ -82,8 +82,13 @@ def build_form(
     headers: dict[str, str] = RedactedDict(
         {"Accept": "application/json", "Accept-Encoding": "gzip, deflate"}
     )
-    method = method or creds.auth_method or "client_secret_basic"
-    apply_client_auth(creds, method, creds.token_url or "", form, headers)
+    (auth or creds.client_auth).apply(
+        client_id=creds.client_id,
+        token_url=creds.token_url or "",
+        issuer=creds.issuer,
+        form=form,
+        headers=headers,
+    )
     if request.scopes:
         form["scope"] = " ".join(request.scopes)
     if request.audience is not None:
@@ -142,7 +147,7 @@ class TokenEndpoint:
         retry: RetryPolicy,
         refresh: RefreshPolicy,
         clock: Callable[[], float],
-        client_for: Callable[[ClientCredentials], httpx.AsyncClient | None],
+        client_for: Callable[[ClientAuth], httpx.AsyncClient | None],
         rate_limits: RateLimits | None = None,
     ) -> None:
         self._client = client
@@ -155,17 +160,17 @@ class TokenEndpoint:
         self._rate_limits = rate_limits or RateLimits(
             clock, max_cooldown=retry.max_cooldown, default=retry.cooldown
         )
-        # For `auth_method="auto"`: the method that worked, per token URL.
-        self._auto_methods: dict[str, str] = {}
+        # For a `ClientSecret` without discovery: the method that worked, per token URL.
+        self._auto_methods: dict[str, int] = {}
 
     async def fetch(
         self, creds: ClientCredentials, request: TokenRequest, *, dpop: DPoPProver | None = None
     ) -> Token:
         """Get a new token, retrying transient failures within the policy's budget.
 
-        With `auth_method="auto"`, Basic is tried first and the form body once on
-        `invalid_client`; what worked is remembered per token URL. With `dpop`, each
-        request carries a DPoP proof and a DPoP token type is accepted.
+        A `ClientSecret` tries Basic first and the form body once on `invalid_client`;
+        what worked is remembered per token URL. With `dpop`, each request carries a DPoP
+        proof and a DPoP token type is accepted.
 
         Raises:
             TokenRequestRefused: The provider said no (not retried).
@@ -179,32 +184,36 @@ class TokenEndpoint:
                 f"client {creds.client_id!r} has no token_url: it is discovered from the "
                 "issuer by a TokenManager"
             )
-        method: str = creds.auth_method or "client_secret_basic"
-        if method == "auto":
-            method = self._auto_methods.get(url, "auto")
-        if method != "auto":
-            return await self.fetch_with(creds, request, method, dpop=dpop)
-        try:
-            token = await self.fetch_with(creds, request, "client_secret_basic", dpop=dpop)
-            method = "client_secret_basic"
-        except TokenRequestRefused as exc:
-            if exc.error != "invalid_client":
-                raise
-            logger.info("token endpoint %s refused Basic; trying the form body", redact_url(url))
-            token = await self.fetch_with(creds, request, "client_secret_post", dpop=dpop)
-            method = "client_secret_post"
-        self._auto_methods[url] = method
-        return token
+        choices = candidates(creds.client_auth)
+        known = self._auto_methods.get(url) if len(choices) > 1 else 0
+        if known is not None:
+            return await self.fetch_with(creds, request, choices[known], dpop=dpop)
+        for index, auth in enumerate(choices):
+            try:
+                token = await self.fetch_with(creds, request, auth, dpop=dpop)
+            except TokenRequestRefused as exc:
+                if exc.error != "invalid_client" or index == len(choices) - 1:
+                    raise
+                logger.info(
+                    "token endpoint %s refused %s; trying %s",
+                    redact_url(url),
+                    auth.method,
+                    choices[index + 1].method,
+                )
+                continue
+            self._auto_methods[url] = index
+            return token
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def fetch_with(
         self,
         creds: ClientCredentials,
         request: TokenRequest,
-        method: str,
+        auth: ClientAuth,
         *,
         dpop: DPoPProver | None = None,
     ) -> Token:
-        """Get a new token authenticating with `method`, retrying transient failures.
+        """Get a new token authenticating with `auth`, retrying transient failures.
 
         Raises:
             TokenRequestRefused: The provider said no (not retried).
@@ -224,7 +233,7 @@ class TokenEndpoint:
             reraise=True,
         )
         attempts = 0
-        client = self._client_for(creds) or self._client
+        client = self._client_for(auth) or self._client
         log = AttemptLog()
         attempt_log.set(log)
 
@@ -233,7 +242,7 @@ class TokenEndpoint:
             attempts += 1
             log.attempts = attempts
             for nonce_retry in (False, True):  # RFC 9449 section 8: once more with a nonce
-                form, headers = build_form(creds, request, method=method)  # fresh assertion
+                form, headers = build_form(creds, request, auth=auth)  # fresh assertion
                 if dpop is not None:
                     headers["DPoP"] = dpop.proof("POST", url)
                 try:

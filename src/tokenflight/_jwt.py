@@ -6,6 +6,7 @@ for `private_key_jwt`, `client_secret_jwt` or DPoP.
 
 from __future__ import annotations
 
+import base64
 import secrets
 import time
 from collections.abc import Mapping
@@ -18,6 +19,7 @@ from ._errors import ConfigurationError
 __all__ = [
     "ASSERTION_TYPE",
     "SigningKey",
+    "certificate_thumbprint",
     "client_assertion",
     "load_private_key",
     "require_joserfc",
@@ -49,6 +51,8 @@ class SigningKey:
     key: Any = field(repr=False)
     alg: str
     kid: str | None
+    #: The `x5t#S256` header: the SHA-256 thumbprint of the key's certificate.
+    x5t_s256: str | None = None
 
 
 def load_private_key(
@@ -110,6 +114,31 @@ def secret_key(secret: str, *, key_id: str | None, alg: str | None) -> SigningKe
     return SigningKey(OctKey.import_key(secret.encode("utf-8")), alg, key_id)
 
 
+def certificate_thumbprint(pem: str, signing: SigningKey) -> str:
+    """The `x5t#S256` of a PEM certificate (RFC 7515 section 4.1.8), checked against the key.
+
+    Raises:
+        ConfigurationError: The certificate cannot be read, or is not the key's.
+    """
+    import hashlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    if not isinstance(pem, str):
+        raise ConfigurationError("certificate must be a PEM string")
+    try:
+        cert = x509.load_pem_x509_certificate(pem.encode("ascii"))
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise ConfigurationError("certificate is not a PEM X.509 certificate") from exc
+    spki = (Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    ours = signing.key.as_der(private=False)
+    if cert.public_key().public_bytes(*spki) != ours:
+        raise ConfigurationError("certificate does not hold the public half of the private key")
+    digest = hashlib.sha256(cert.public_bytes(Encoding.DER)).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
 def client_assertion(signing: SigningKey, *, client_id: str, audience: str, lifetime: float) -> str:
     """A new signed client assertion (RFC 7523 section 3): unique `jti`, short `exp`.
 
@@ -129,4 +158,6 @@ def client_assertion(signing: SigningKey, *, client_id: str, audience: str, life
     header: dict[str, Any] = {"alg": signing.alg, "typ": "JWT"}
     if signing.kid is not None:
         header["kid"] = signing.kid
+    if signing.x5t_s256 is not None:
+        header["x5t#S256"] = signing.x5t_s256
     return jwt.encode(header, claims, signing.key, algorithms=[signing.alg])

@@ -7,7 +7,7 @@ import ssl
 import threading
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any, Self, final
+from typing import Any, Self, TypedDict, Unpack, final
 
 import anyio
 import httpx
@@ -73,6 +73,18 @@ logger = logging.getLogger("tokenflight")
 
 Scopes = str | tuple[str, ...] | list[str] | frozenset[str]
 Resource = str | tuple[str, ...] | list[str]
+
+
+class TokenOptions(TypedDict, total=False):
+    """The keyword arguments of `TokenManager.get_token` (each one optional)."""
+
+    audience: str | None
+    resource: Resource | None
+    scopes: Scopes | None
+    min_ttl: float
+
+
+_OPTION_NAMES = frozenset(TokenOptions.__annotations__)
 
 
 @final
@@ -229,7 +241,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             self._scheduler = RefreshScheduler(self._clock, self._on_due)
             tg = await stack.enter_async_context(anyio.create_task_group())
             tg.start_soon(self._scheduler.run)
-            self._discovery = Discovery(client, tg, self._retry)
+            self._discovery = Discovery(client, tg, self._retry, self._clock)
             self._thread = threading.get_ident()
             self._tg = tg
             try:
@@ -282,15 +294,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
 
     # -- tokens ----------------------------------------------------------------------
 
-    async def get_token(
-        self,
-        tenant: str,
-        *,
-        audience: str | None = None,
-        resource: Resource | None = None,
-        scopes: Scopes | None = None,
-        min_ttl: float = 0.0,
-    ) -> Token:
+    async def get_token(self, tenant: str, **options: Unpack[TokenOptions]) -> Token:
         """Return a usable token for the tenant, fetching it only if needed.
 
         A cached token is returned without a lock or any I/O. Concurrent callers of a
@@ -298,6 +302,8 @@ class TokenManager(anyio.AsyncContextManagerMixin):
 
         Args:
             tenant: A registered tenant, or one the resolver knows.
+
+        Keyword Args:
             audience: The `audience` to ask for; default: the credentials' audience.
             resource: RFC 8707 resource indicator(s); default: the credentials' resource.
             scopes: Scopes to ask for (order does not matter); default: the credentials'.
@@ -308,11 +314,24 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             TokenError: A subclass saying why no token could be had.
             ConfigurationError: `min_ttl` is negative or not a number.
         """
-        if audience is None and resource is None and scopes is None:
-            slot = self._default_get(tenant)  # the common case: skip building a key
-            if not min_ttl and slot is not None and self._clock() < slot.usable_until:
+        # The keywords arrive as one dict rather than as keyword-only parameters: CPython
+        # fills each omitted keyword-only parameter with a dict look-up of its default, four
+        # of them on every call, which cost more than the rest of a cache hit (issue 10).
+        if not options:  # the common case: the tenant's default key, nothing to build
+            slot = self._default_get(tenant)
+            if slot is not None and self._clock() < slot.usable_until:
                 slot.hits += 1
                 return slot.token  # type: ignore[return-value]
+            return await self._get_slow(SlotKey(tenant, None, None, None), 0.0)
+        if not options.keys() <= _OPTION_NAMES:
+            unknown = sorted(options.keys() - _OPTION_NAMES)[0]
+            raise TypeError(f"get_token() got an unexpected keyword argument {unknown!r}")
+        audience = options.get("audience")
+        resource: Any = options.get("resource")
+        scopes: Any = options.get("scopes")
+        min_ttl = options.get("min_ttl", 0.0)
+        if audience is None and resource is None and scopes is None:
+            slot = self._default_get(tenant)
         else:
             if scopes is not None:  # validated when the slot is made, not on every call
                 scopes = frozenset(scopes.split() if isinstance(scopes, str) else scopes)
@@ -662,8 +681,12 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         discovery = self._discovery
         if discovery is None:  # only made by `async with`
             raise ManagerClosedError("the TokenManager is not running")
-        if slot.creds.token_url is None:  # discovered once per issuer, then kept on the slot
-            slot.creds = await discovery.resolve(slot.creds)
+        configured = slot.configured or slot.creds
+        if configured.token_url is None and (  # discovered, until the metadata expires
+            slot.configured is None or self._clock() >= slot.discovered_until
+        ):
+            slot.creds, slot.discovered_until = await discovery.resolve(configured)
+            slot.configured = configured
         if slot.creds.dpop and slot.dpop is None:
             slot.dpop = DPoPProver(self._dpop_nonces)
 

@@ -18,32 +18,27 @@ import httpx
 from ._errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from ._config import ClientCredentials
+    from ._client_auth import ClientAuth, TLSIdentity
 
 __all__ = ["TLS_METHODS", "ClientPool", "tls_context"]
 
 TLS_METHODS = frozenset({"tls_client_auth", "self_signed_tls_client_auth"})
 
-_PoolKey = tuple[str, str | None, str | None]
 
-
-def tls_context(creds: ClientCredentials) -> ssl.SSLContext:
-    """An SSL context presenting the client's certificate and verifying the server.
+def tls_context(identity: TLSIdentity) -> ssl.SSLContext:
+    """An SSL context presenting a client certificate and verifying the server.
 
     Raises:
         ConfigurationError: The certificate, key or CA bundle cannot be loaded.
     """
-    assert creds.client_cert is not None
+    cert, key, ca = identity
     try:
-        if creds.tls_ca_bundle is not None:
-            context = ssl.create_default_context(cafile=creds.tls_ca_bundle)
-        else:
-            context = httpx.create_ssl_context()
-        context.load_cert_chain(creds.client_cert, creds.client_key)
+        context = ssl.create_default_context(cafile=ca) if ca else httpx.create_ssl_context()
+        context.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigurationError(
-            f"client {creds.client_id!r}: cannot load the TLS client certificate "
-            f"{creds.client_cert!r} or its key/CA bundle: {type(exc).__name__}"
+            f"cannot load the TLS client certificate {cert!r} or its key/CA bundle: "
+            f"{type(exc).__name__}"
         ) from None
     return context
 
@@ -53,16 +48,16 @@ class ClientPool:
 
     def __init__(self, make: Callable[[ssl.SSLContext], httpx.AsyncClient]) -> None:
         self._make = make
-        self._clients: dict[_PoolKey, httpx.AsyncClient] = {}
+        self._clients: dict[TLSIdentity, httpx.AsyncClient] = {}
 
-    def client_for(self, creds: ClientCredentials) -> httpx.AsyncClient | None:
-        """The client for the credentials' certificate; None when they have none."""
-        if creds.client_cert is None:
+    def client_for(self, auth: ClientAuth) -> httpx.AsyncClient | None:
+        """The client for a method's certificate; None when it presents none."""
+        identity = auth.tls
+        if identity is None:
             return None
-        key = (creds.client_cert, creds.client_key, creds.tls_ca_bundle)
-        client = self._clients.get(key)
+        client = self._clients.get(identity)
         if client is None:
-            client = self._clients[key] = self._make(tls_context(creds))
+            client = self._clients[identity] = self._make(tls_context(identity))
         return client
 
     def __len__(self) -> int:

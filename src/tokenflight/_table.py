@@ -44,6 +44,7 @@ class SlotTable:
             self.resolved_at[tenant] = resolved_at
         for slot in self.per_tenant.get(tenant, ()):
             slot.creds = creds  # their next fetch uses them; their tokens stay good
+            slot.configured = None
 
     def drop_tenant(self, tenant: str) -> list[Slot]:
         """Forget a tenant's credentials; its slots, to be evicted by the caller."""
@@ -77,10 +78,11 @@ class SlotTable:
 
         Returns the slot and whether it is new.
         """
+        resource = key.resource if key.resource is not None else creds.resource
         request = TokenRequest(
-            scopes=tuple(sorted(key.scopes)) if key.scopes is not None else creds.scopes,
+            scopes=tuple(sorted(key.scopes)) if key.scopes is not None else tuple(creds.scopes),
             audience=key.audience if key.audience is not None else creds.audience,
-            resource=key.resource if key.resource is not None else creds.resource,
+            resource=normalize_resource(resource),
         )
         canonical = SlotKey(
             key.tenant, request.audience, request.resource, frozenset(request.scopes)
