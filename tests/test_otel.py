@@ -16,9 +16,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from helpers import gather_tokens
+from helpers import gather_tokens, wait_until
 from tokenflight import (
     ClientCredentials,
+    ClientSecretBasic,
+    MalformedTokenResponse,
+    RefreshPolicy,
     RetryPolicy,
     TokenEndpointUnavailable,
     TokenManager,
@@ -91,15 +94,25 @@ def make_telemetry(**kwargs: Any) -> Telemetry:
 
 @asynccontextmanager
 async def running(
-    telemetry: Telemetry, *, secret: str = SECRET, retry: RetryPolicy = FAST
+    telemetry: Telemetry,
+    *,
+    secret: str = SECRET,
+    retry: RetryPolicy = FAST,
+    refresh: RefreshPolicy | None = None,
+    lifetime: float | None = None,
 ) -> AsyncIterator[tuple[IdentityProvider, TokenManager]]:
+    options: dict[str, Any] = {} if refresh is None else {"refresh": refresh}
     async with (
-        IdentityProvider() as idp,
-        TokenManager(retry=retry, instrumentation=telemetry.instrumentation) as tokens,
+        IdentityProvider(token_lifetime=lifetime) as idp,
+        TokenManager(retry=retry, instrumentation=telemetry.instrumentation, **options) as tokens,
     ):
         idp.add_client("acme", SECRET)
-        creds = ClientCredentials(token_url=idp.token_url, client_id="acme", client_secret=secret)
-        tokens.register("acme", creds)
+        idp.add_client("globex", SECRET)
+        for tenant in ("acme", "globex"):
+            creds = ClientCredentials(
+                token_url=idp.token_url, client_id=tenant, auth=ClientSecretBasic(secret)
+            )
+            tokens.register(tenant, creds)
         telemetry.instrumentation.observe(tokens)
         yield idp, tokens
 
@@ -167,6 +180,77 @@ async def test_a_wrong_secret_is_refused_with_invalid_client():
     [span] = telemetry.spans()
     assert dict(span.attributes or {})["tokenflight.oauth.error"] == "invalid_client"
     assert all("wrong-otel-secret" not in text for text in telemetry.attribute_values())
+
+
+async def test_a_malformed_response_is_counted_as_malformed():
+    """A 200 whose body is not a token: outcome "malformed", a cooldown, an ERROR span."""
+    telemetry = make_telemetry()
+    async with running(telemetry) as (idp, tokens):
+        idp.inject(Fault(status=200, body=b"<html>not a token</html>"))
+        with pytest.raises(MalformedTokenResponse):
+            await tokens.get_token("acme")
+    malformed = {"tokenflight.outcome": "malformed", "error.type": "MalformedTokenResponse"}
+    assert telemetry.value("tokenflight.token.requests", **malformed) == 1
+    assert telemetry.value("tokenflight.token.requests") == 1
+    assert telemetry.value("tokenflight.cooldowns", **{"error.type": "MalformedTokenResponse"})
+    [span] = telemetry.spans()
+    assert span.status.status_code is StatusCode.ERROR
+    assert dict(span.attributes or {})["tokenflight.outcome"] == "malformed"
+
+
+async def test_a_background_refresh_is_counted_and_traced():
+    """A refresh ahead of expiry: tokenflight.refreshes "success", a background span."""
+    telemetry = make_telemetry()
+    early = RefreshPolicy(fraction=0.1, jitter=0.0, leeway=0.0)  # at 1 s of a 10 s token
+    async with running(telemetry, refresh=early, lifetime=10) as (_, tokens):
+        await tokens.get_token("acme")
+        await tokens.get_token("acme")  # used since it arrived: worth refreshing
+        await wait_until(lambda: telemetry.value("tokenflight.refreshes") >= 1)
+        assert telemetry.value("tokenflight.refreshes", **{"tokenflight.outcome": "success"}) >= 1
+    background = {"tokenflight.background": True, "tokenflight.outcome": "success"}
+    assert telemetry.value("tokenflight.token.requests", **background) >= 1
+    spans = [dict(s.attributes or {}) for s in telemetry.spans()]
+    assert spans[0]["tokenflight.background"] is False  # the caller's fetch
+    assert any(s["tokenflight.background"] is True for s in spans[1:])
+
+
+async def test_a_failed_refresh_serves_stale_and_is_reported(no_retry_wait):
+    """The IdP down at refresh time: the valid token stays in use, stale_served > 0."""
+    telemetry = make_telemetry()
+    early = RefreshPolicy(fraction=0.05, jitter=0.0, leeway=0.0)  # at 1.5 s of a 30 s token
+    async with running(telemetry, refresh=early, lifetime=30) as (idp, tokens):
+        first = await tokens.get_token("acme")
+        idp.inject(Fault(status=503), count=None)
+        assert (await tokens.get_token("acme")) == first  # used: worth refreshing
+        await wait_until(lambda: telemetry.value("tokenflight.stale_served") >= 1)
+        assert (await tokens.get_token("acme")).access_token == first.access_token
+        failed = {"tokenflight.outcome": "unavailable"}
+        assert telemetry.value("tokenflight.refreshes", **failed) >= 1
+        assert telemetry.value("tokenflight.refreshes", **{"tokenflight.outcome": "success"}) == 0
+        assert telemetry.value("tokenflight.cooldowns") >= 1
+
+
+async def test_a_429_rate_limit_cools_the_whole_provider_down():
+    """A 429 with Retry-After: "unavailable" with status 429, a cooldown, and another
+    tenant on the same provider fails at once without a token request."""
+    telemetry = make_telemetry()
+    async with running(telemetry) as (idp, tokens):
+        idp.inject(Fault(status=429, headers={"Retry-After": "60"}))
+        with pytest.raises(TokenEndpointUnavailable) as limited:
+            await tokens.get_token("acme")
+        assert limited.value.status_code == 429
+        with pytest.raises(TokenEndpointUnavailable, match="rate limited"):
+            await tokens.get_token("globex")  # same provider: no request sent
+        assert idp.token_requests == 1
+    unavailable = {"tokenflight.outcome": "unavailable", "error.type": "TokenEndpointUnavailable"}
+    assert telemetry.value("tokenflight.token.requests", **unavailable) == 2
+    assert (
+        telemetry.value("tokenflight.cooldowns", **{"error.type": unavailable["error.type"]}) == 2
+    )
+    first, second = (dict(s.attributes or {}) for s in telemetry.spans())
+    assert first["http.response.status_code"] == 429
+    assert first["tokenflight.attempts"] == 1  # Retry-After outlasts the retry budget
+    assert "tokenflight.attempts" not in second  # no request was sent
 
 
 async def test_the_fetch_span_is_a_child_of_the_callers_span():
