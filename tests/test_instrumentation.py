@@ -12,6 +12,8 @@ import pytest
 from helpers import Recorder, gather_tokens, wait_until
 from tokenflight import (
     ClientCredentials,
+    ClientSecretBasic,
+    ClientSecretPost,
     ConfigurationError,
     CooldownEntered,
     FetchFinished,
@@ -53,7 +55,9 @@ class Broken(Recorder):
 
 
 def creds(idp: IdentityProvider, secret: str = SECRET) -> ClientCredentials:
-    return ClientCredentials(token_url=idp.token_url, client_id="acme", client_secret=secret)
+    return ClientCredentials(
+        token_url=idp.token_url, client_id="acme", auth=ClientSecretBasic(secret)
+    )
 
 
 async def test_one_fetch_reports_start_and_success():
@@ -266,15 +270,13 @@ async def test_an_unexpected_error_is_logged_with_its_traceback_and_no_secret(ca
         httpx.AsyncClient(transport=Exploding()) as http,
         TokenManager(http_client=http) as tokens,
     ):
-        for method in ("client_secret_basic", "client_secret_post"):
-            tenant = method.rpartition("_")[2]
+        for tenant, auth in (("basic", ClientSecretBasic), ("post", ClientSecretPost)):
             tokens.register(
                 tenant,
                 ClientCredentials(
                     token_url="http://127.0.0.1:9/oauth/token",
                     client_id="acme",
-                    client_secret=SECRET,
-                    auth_method=method,
+                    auth=auth(SECRET),
                 ),
             )
             with pytest.raises(TokenError, match="unexpected RuntimeError"):
