@@ -14,7 +14,16 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet, RSAKey
 
-from tokenflight import ClientCredentials, ConfigurationError, TokenManager, TokenRequestRefused
+from tokenflight import (
+    ClientAuth,
+    ClientCredentials,
+    ClientSecretBasic,
+    ClientSecretJWT,
+    ConfigurationError,
+    PrivateKeyJWT,
+    TokenManager,
+    TokenRequestRefused,
+)
 from tokenflight._endpoint import TokenRequest, build_form
 from tokenflight.testing import IdentityProvider
 
@@ -74,9 +83,16 @@ async def idp() -> AsyncIterator[IdentityProvider]:
         yield server
 
 
-def key_creds(idp: IdentityProvider, **kwargs: Any) -> ClientCredentials:
-    kwargs.setdefault("private_key", pem(rsa_key()))
-    return ClientCredentials(token_url=idp.token_url, client_id="signer", **kwargs)
+def signer(key: str | dict[str, Any] | None = None, **options: Any) -> PrivateKeyJWT:
+    """`PrivateKeyJWT` with the registered RSA key unless another is given."""
+    return PrivateKeyJWT(pem(rsa_key()) if key is None else key, **options)
+
+
+def key_creds(
+    idp: IdentityProvider, auth: ClientAuth | None = None, **kwargs: Any
+) -> ClientCredentials:
+    auth = signer() if auth is None else auth
+    return ClientCredentials(token_url=idp.token_url, client_id="signer", auth=auth, **kwargs)
 
 
 async def fetch(creds: ClientCredentials, **manager: Any) -> str:
@@ -130,7 +146,7 @@ async def test_private_key_jwt_gets_a_token(idp, alg, make_key, as_jwk):
     key = make_key()
     idp.add_client("signer", public_key=key.as_dict(private=False))
     private = key.as_dict(private=True) if as_jwk else pem(key)
-    assert await fetch(key_creds(idp, private_key=private, signing_alg=alg))
+    assert await fetch(key_creds(idp, signer(private, alg=alg)))
     (record,) = idp.requests
     assert (record.status, record.auth_method) == (200, "private_key_jwt")
     assert "client_assertion" not in record.form
@@ -143,8 +159,7 @@ async def test_client_secret_jwt_gets_a_token(idp):
     creds = ClientCredentials(
         token_url=idp.token_url,
         client_id="hmac",
-        client_secret=LONG_SECRET,
-        auth_method="client_secret_jwt",
+        auth=ClientSecretJWT(LONG_SECRET),
     )
     async with httpx.AsyncClient(transport=recorder) as http:
         assert await fetch(creds, http_client=http)
@@ -158,7 +173,7 @@ async def test_client_secret_jwt_gets_a_token(idp):
 
 async def test_assertion_claims(idp):
     """The assertion has iss = sub = client id, aud = token URL, kid, a jti and a 60 s exp."""
-    form, headers = build_form(key_creds(idp, key_id="my-kid"), NO_SCOPE)
+    form, headers = build_form(key_creds(idp, signer(key_id="my-kid")), NO_SCOPE)
     assert "Authorization" not in headers
     assert form["client_id"] == "signer"
     assert form["client_assertion_type"] == ASSERTION_TYPE
@@ -176,15 +191,15 @@ async def test_kid_from_jwk_and_jwks_selection(idp):
     """A JWK's own kid is sent, and the IdP picks the right key of a registered JWKS."""
     keys = KeySet([rsa_key("other"), rsa_key()])
     idp.add_client("signer", public_key=keys.as_dict(private=False))
-    creds = key_creds(idp, private_key=rsa_key().as_dict(private=True))
+    creds = key_creds(idp, signer(rsa_key().as_dict(private=True)))
     form, _ = build_form(creds, NO_SCOPE)
     assert claims_of(str(form["client_assertion"]))[0]["kid"] == "rsa-1"
     assert await fetch(creds)
 
 
 async def test_assertion_audience_issuer(idp):
-    """assertion_audience='issuer' puts the issuer in aud, which the IdP accepts too."""
-    creds = key_creds(idp, issuer=idp.url, assertion_audience="issuer")
+    """audience='issuer' puts the issuer in aud, which the IdP accepts too."""
+    creds = key_creds(idp, signer(audience="issuer"), issuer=idp.url)
     form, _ = build_form(creds, NO_SCOPE)
     assert claims_of(str(form["client_assertion"]))[1]["aud"] == idp.url
     assert await fetch(creds)
@@ -208,7 +223,7 @@ async def test_each_retry_signs_a_fresh_assertion(idp, no_retry_wait):
 
 async def test_wrong_key_is_invalid_client(idp):
     """An assertion signed with a key the IdP does not know answers invalid_client."""
-    error = await refused(key_creds(idp, private_key=pem(rsa_key("intruder")), key_id="rsa-1"))
+    error = await refused(key_creds(idp, signer(pem(rsa_key("intruder")), key_id="rsa-1")))
     assert (error.error, error.status_code) == ("invalid_client", 401)
 
 
@@ -217,15 +232,14 @@ async def test_wrong_secret_for_client_secret_jwt_is_invalid_client(idp):
     creds = ClientCredentials(
         token_url=idp.token_url,
         client_id="hmac",
-        client_secret="x" * 40,
-        auth_method="client_secret_jwt",
+        auth=ClientSecretJWT("x" * 40),
     )
     assert (await refused(creds)).error == "invalid_client"
 
 
 async def test_wrong_audience_is_invalid_client(idp):
     """An assertion for another audience answers invalid_client."""
-    error = await refused(key_creds(idp, assertion_audience="https://elsewhere.example/token"))
+    error = await refused(key_creds(idp, signer(audience="https://elsewhere.example/token")))
     assert error.error == "invalid_client"
 
 
@@ -277,67 +291,80 @@ async def test_alg_none_and_secret_plus_assertion_are_refused(idp):
 URL = "https://idp.example/token"
 
 
+def public_pem() -> str:
+    return rsa_key().as_pem(private=False).decode()
+
+
 @pytest.mark.parametrize(
-    ("kwargs", "message"),
+    ("make", "message"),
     [
-        ({"auth_method": "private_key_jwt"}, "needs private_key"),
-        ({"private_key": "not a key"}, "could not be read"),
-        ({"private_key": "pub"}, "public key"),
-        ({"private_key": "rsa", "signing_alg": "ES256"}, "does not fit"),
-        ({"private_key": "rsa", "signing_alg": "HS256"}, "does not fit"),
-        (
-            {"private_key": "rsa", "client_secret": "s", "auth_method": "client_secret_basic"},
-            "only used with private_key_jwt",
-        ),
-        ({"client_secret": "short", "auth_method": "client_secret_jwt"}, "at least 32 bytes"),
-        (
-            {
-                "client_secret": LONG_SECRET,
-                "auth_method": "client_secret_jwt",
-                "signing_alg": "RS256",
-            },
-            "HS256",
-        ),
-        ({"private_key": "rsa", "assertion_audience": "issuer"}, "needs issuer"),
-        ({"private_key": "rsa", "assertion_lifetime": 0}, "between 1 and 3600"),
-        ({}, "client_secret for client 'c' is missing"),
+        (lambda: None, "set auth="),
+        (lambda: PrivateKeyJWT(None), "must be a PEM string or a JWK dict"),  # type: ignore[arg-type]
+        (lambda: signer("not a key"), "could not be read"),
+        (lambda: signer(public_pem()), "public key"),
+        (lambda: signer(alg="ES256"), "does not fit"),
+        (lambda: signer(alg="HS256"), "does not fit"),
+        (lambda: ClientSecretJWT("short"), "at least 32 bytes"),
+        (lambda: ClientSecretJWT(LONG_SECRET, alg="RS256"), "HS256"),
+        (lambda: signer(audience="issuer"), "needs the credentials' issuer"),
+        (lambda: ClientSecretJWT(LONG_SECRET, audience="issuer"), "needs the credentials' issuer"),
+        (lambda: signer(audience="elsewhere"), "'issuer' or an absolute URL"),
+        (lambda: signer(lifetime=0), "between 1 and 3600"),
+        (lambda: ClientSecretJWT(LONG_SECRET, lifetime=3601), "between 1 and 3600"),
+        (lambda: signer(key_id=""), "key_id must be a non-empty string"),
+    ],
+    ids=[
+        "no-auth",
+        "no-key",
+        "unreadable",
+        "public",
+        "rsa-es256",
+        "rsa-hs256",
+        "short-secret",
+        "hmac-rs256",
+        "key-aud-issuer",
+        "hmac-aud-issuer",
+        "aud-not-url",
+        "lifetime-0",
+        "lifetime-3601",
+        "empty-kid",
     ],
 )
-def test_configuration_errors(kwargs, message):
+def test_configuration_errors(make, message):
     """Missing, unreadable or mismatched keys and options raise a clear ConfigurationError."""
-    replace = {"rsa": pem(rsa_key()), "pub": rsa_key().as_pem(private=False).decode()}
-    if kwargs.get("private_key") in replace:
-        kwargs = kwargs | {"private_key": replace[kwargs["private_key"]]}
     with pytest.raises(ConfigurationError, match=message):
-        ClientCredentials(token_url=URL, client_id="c", **kwargs)
+        ClientCredentials(token_url=URL, client_id="c", auth=make())
 
 
 def test_issuer_without_credentials_is_refused():
-    """Discovery without a secret or a key raises a ConfigurationError at once."""
-    with pytest.raises(ConfigurationError, match="give client_secret or private_key"):
+    """Discovery without client authentication raises a ConfigurationError at once."""
+    with pytest.raises(ConfigurationError, match="set auth="):
         ClientCredentials(issuer="https://idp.example", client_id="c")
     with pytest.raises(ConfigurationError, match="set token_url, or issuer"):
-        ClientCredentials(client_id="c", client_secret="s")
+        ClientCredentials(client_id="c", auth=ClientSecretBasic("s"))
 
 
-def test_default_method_follows_the_credentials():
-    """A private_key alone means private_key_jwt; a secret alone client_secret_basic."""
-    keyed = ClientCredentials(token_url=URL, client_id="c", private_key=pem(rsa_key()))
-    assert keyed.auth_method == "private_key_jwt"
-    assert keyed.client_secret is None
-    plain = ClientCredentials(token_url=URL, client_id="c", client_secret="s")
-    assert plain.auth_method == "client_secret_basic"
+def test_client_auth_is_the_value_given():
+    """client_auth is the auth= value itself, and its method is the RFC name."""
+    key = signer()
+    keyed = ClientCredentials(token_url=URL, client_id="c", auth=key)
+    assert keyed.client_auth is key
+    assert keyed.client_auth.method == "private_key_jwt"
+    hmac = ClientCredentials(token_url=URL, client_id="c", auth=ClientSecretJWT(LONG_SECRET))
+    assert hmac.client_auth.method == "client_secret_jwt"
 
 
 def test_private_key_is_never_shown():
     """Neither repr nor str of the credentials show the private key or the secret."""
     key = rsa_key().as_dict(private=True)
-    creds = ClientCredentials(token_url=URL, client_id="c", private_key=key)
+    creds = ClientCredentials(token_url=URL, client_id="c", auth=PrivateKeyJWT(key))
     text = repr(creds) + str(creds)
     assert key["d"] not in text
     assert "PRIVATE" not in text
     secret = ClientCredentials(
-        token_url=URL, client_id="c", client_secret=LONG_SECRET, auth_method="client_secret_jwt"
+        token_url=URL,
+        client_id="c",
+        auth=ClientSecretJWT(LONG_SECRET),
     )
     assert LONG_SECRET not in repr(secret)
 
@@ -346,7 +373,7 @@ async def test_refusal_message_holds_no_assertion(idp):
     """The refusal raised for a bad assertion does not carry the assertion."""
     recorder = Recorder()
     async with httpx.AsyncClient(transport=recorder) as http:
-        error = await refused(key_creds(idp, private_key=pem(rsa_key("x"))), http_client=http)
+        error = await refused(key_creds(idp, signer(pem(rsa_key("x")))), http_client=http)
     sent = recorder.forms[0]["client_assertion"]
     for part in sent.split("."):
         assert part not in str(error)
@@ -358,4 +385,4 @@ def test_missing_joserfc_says_which_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "joserfc", None)
     monkeypatch.setitem(sys.modules, "joserfc.jwt", None)
     with pytest.raises(ConfigurationError, match=r"pip install 'tokenflight\[jwt\]'"):
-        ClientCredentials(token_url=URL, client_id="c", private_key="-----BEGIN")
+        ClientCredentials(token_url=URL, client_id="c", auth=PrivateKeyJWT("-----BEGIN"))
