@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import ssl
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, get_args
 
 import httpx
@@ -133,6 +134,8 @@ def _has_aiohttp_transport() -> bool:
 @functools.cache
 def _aiohttp_transport_class() -> type[Any]:
     try:
+        import aiohttp
+        import aiohttp.http_exceptions
         from httpx_aiohttp.httpx2 import AiohttpTransport
     except ImportError as exc:  # pragma: no cover  (CI installs the extra)
         raise ConfigurationError(
@@ -149,12 +152,53 @@ def _aiohttp_transport_class() -> type[Any]:
 
         async def handle_async_request(self, request: Any) -> Any:
             try:
-                return await super().handle_async_request(request)
+                response = await super().handle_async_request(request)
             except Exception as exc:
                 cut_frames_holding(exc, request_secrets(request))
+                _raise_as_protocol_error(exc, aiohttp)
+                raise
+            response.stream = Stream(response.stream)
+            return response
+
+    class Stream(httpx2.AsyncByteStream):
+        """An aiohttp response body whose malformed framing raises `RemoteProtocolError`."""
+
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            try:
+                async for chunk in self._inner:
+                    yield chunk
+            except Exception as exc:
+                _raise_as_protocol_error(exc, aiohttp)
                 raise
 
+        async def aclose(self) -> None:
+            await self._inner.aclose()
+
     return Transport
+
+
+def _raise_as_protocol_error(exc: Exception, aiohttp: Any) -> None:
+    """Raise httpx2's `RemoteProtocolError` for aiohttp's "not valid HTTP" errors.
+
+    httpx and httpx2 raise `RemoteProtocolError` (a transport error, retried) for a bad
+    status line, a header without a colon, an oversized header, a bad chunk or an
+    overflowing Content-Length; aiohttp raises `ClientResponseError` (status 400, which
+    the server never sent), `ClientPayloadError` or its parser's `HttpProcessingError`,
+    which httpx-aiohttp lets through (its `ClientPayloadError` mapping covers the body
+    only). Returns for any other error.
+    """
+    protocol = (
+        aiohttp.ClientResponseError,
+        aiohttp.ClientPayloadError,
+        aiohttp.http_exceptions.HttpProcessingError,
+    )
+    if isinstance(exc, protocol):
+        text = str(getattr(exc, "message", "") or exc).strip().splitlines()
+        summary = text[0].rstrip(":") if text else type(exc).__name__
+        raise httpx2.RemoteProtocolError(f"malformed HTTP response: {summary[:200]}") from exc
 
 
 #: Headers whose values are credentials.

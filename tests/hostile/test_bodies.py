@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import gzip
 import json
+import logging
 import tracemalloc
 import zlib
 from collections.abc import AsyncIterator, Callable
@@ -25,6 +26,8 @@ from tokenflight import (
     ClientSecretPost,
     ConfigurationError,
     MalformedTokenResponse,
+    RetryPolicy,
+    TokenEndpointUnavailable,
     TokenManager,
 )
 
@@ -198,3 +201,42 @@ async def test_unknown_fields_of_100_tenants_retain_under_5_mb():
         assert len(got) == 100
         assert dict(got[0].extra) == {"note": "kept"}
     assert after - before < 5 * 1024 * 1024
+
+
+MALFORMED_HTTP = {
+    "bad status line": b"HTTP/1.1 two-hundred OK\r\nContent-Length: 2\r\n\r\n{}",
+    "header without a colon": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nNoColonHere\r\n\r\n{}",
+    # aiohttp refuses a header line over 8 KiB; httpcore a head still incomplete at 100 KiB
+    "300 KB header": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Big: "
+    + b"a" * 300_000
+    + b"\r\n\r\n{}",
+    "bad chunk": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+    "overflowing Content-Length": b"HTTP/1.1 200 OK\r\nContent-Length: "
+    + b"9" * 40
+    + b"\r\n\r\n{}",
+}
+
+
+@pytest.mark.parametrize("answer", MALFORMED_HTTP.values(), ids=MALFORMED_HTTP.keys())
+async def test_malformed_http_is_a_retried_transport_error(
+    answer, no_retry_wait, caplog: pytest.LogCaptureFixture
+):
+    """A reply that is no valid HTTP is retried, then TokenEndpointUnavailable; on every stack."""
+    retry = RetryPolicy(attempts=2)
+    async with raw_server(answer) as (url, received), TokenManager(retry=retry) as tokens:
+        tokens.register("acme", creds(url))
+        with pytest.raises(TokenEndpointUnavailable, match="could not reach") as caught:
+            await tokens.get_token("acme")
+    assert caught.value.attempts == 2
+    assert len(received) == 2
+    assert "unexpected" not in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_4xx_compression_bomb_is_refused_within_the_cap():
+    """A 400 whose gzip body inflates to 100 MB is a typed error, costing under 5 MB."""
+    answer = raw_response(bomb(100), status="400 Bad Request", headers={"Content-Encoding": "gzip"})
+    async with raw_server(answer) as (url, _):
+        error, growth = await refused_with_growth(creds(url))
+    assert "over 65536 bytes" in str(error)
+    assert growth < 5 * 1024 * 1024
