@@ -14,6 +14,7 @@ from anyio.from_thread import start_blocking_portal
 
 from tokenflight import (
     ClientCredentials,
+    ClientSecretBasic,
     ConfigurationError,
     ManagerClosedError,
     RetryPolicy,
@@ -42,7 +43,25 @@ def idp() -> Iterator[IdentityProvider]:
 
 
 def creds(idp: IdentityProvider) -> ClientCredentials:
-    return ClientCredentials(token_url=idp.token_url, client_id="acme", client_secret=SECRET)
+    return ClientCredentials(
+        token_url=idp.token_url, client_id="acme", auth=ClientSecretBasic(SECRET)
+    )
+
+
+def test_remaining_and_wall_expiry_are_right_on_any_backend(idp, backend):
+    """A token's remaining() and expires_at_wall match the wall clock, trio's offset clock too."""
+    import time
+
+    with SyncTokenManager(backend=backend) as tokens:
+        tokens.register("acme", creds(idp))
+        before = time.time()
+        token = tokens.get_token("acme")
+        after = time.time()
+    assert token.obtained_at_wall is not None
+    assert before - 1 <= token.obtained_at_wall <= after + 1
+    assert token.expires_at_wall == token.obtained_at_wall + token.expires_in
+    left = token.remaining()
+    assert token.expires_in - (time.time() - before) - 1 <= left <= token.expires_in + 1
 
 
 def test_sixteen_threads_share_one_token_request(idp, backend):

@@ -2,19 +2,18 @@
 
 import os
 
-import httpx
 import pytest
 
-from tokenflight import SyncTokenManager, TokenEndpointUnavailable
+from tokenflight import TokenEndpointUnavailable
 from tokenflight.testing import PROFILE_NAMES, Fault, set_testing
 
 # How each plugin wants async tests marked: anyio's marker, pytest-asyncio's in strict mode,
 # nothing in auto mode.
-pytestmark = {
-    "anyio": [pytest.mark.anyio],
-    "strict": [pytest.mark.asyncio],
-    "auto": [],
-}[os.environ["USER_MODE"]]
+MODE = os.environ["USER_MODE"]
+if MODE == "anyio":
+    pytestmark = [pytest.mark.anyio]
+elif MODE == "strict":  # only where pytest-asyncio registers the marker
+    pytestmark = [pytest.mark.asyncio]
 
 
 async def test_gets_a_token(tokenflight_manager, tokenflight_idp):
@@ -41,11 +40,3 @@ async def test_every_provider_profile(tokenflight_manager, tokenflight_idp):
     assert token.expires_in == pytest.approx(tokenflight_idp.profile.token_lifetime, abs=2)
     async with tokenflight_manager.client("test") as http:
         assert (await http.get(tokenflight_idp.resource_url)).status_code == 200
-
-
-@pytest.mark.parametrize("tokenflight_idp", PROFILE_NAMES, indirect=True)
-def test_synchronous_code(tokenflight_credentials, tokenflight_idp):
-    with SyncTokenManager() as tokens:
-        tokens.register("acme", tokenflight_credentials)
-        with httpx.Client(auth=tokens.auth("acme")) as http:
-            assert http.get(tokenflight_idp.resource_url).status_code == 200

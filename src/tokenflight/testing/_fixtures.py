@@ -56,16 +56,17 @@ def credentials_for(idp: IdentityProvider, client_id: str = TEST_CLIENT_ID) -> C
     profile requires one and has no default (``auth0``). The one place the fixtures build
     credentials.
     """
+    from .._client_auth import ClientSecretBasic, ClientSecretPost
     from .._config import ClientCredentials
 
     profile = idp.profile
+    secret = idp.clients[client_id].secret
     audience = None
     if profile.audience_required and profile.default_audience is None:
         audience = idp.resource_url
     return ClientCredentials(
         token_url=idp.token_url,
         client_id=client_id,
-        client_secret=idp.clients[client_id].secret,
-        auth_method=None if profile.basic_auth else "client_secret_post",
+        auth=ClientSecretBasic(secret) if profile.basic_auth else ClientSecretPost(secret),
         audience=audience,
     )
