@@ -46,7 +46,7 @@ MIN_METADATA_TTL, MAX_METADATA_TTL = 60.0, 86400.0
 #: Issuers whose metadata is kept at once (least recently used dropped first).
 MAX_ISSUERS = 1000
 
-_MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d{1,10})\"?\s*(?:,|$)", re.IGNORECASE)
+_MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d+)\"?\s*(?:,|$)", re.IGNORECASE)
 
 
 @final

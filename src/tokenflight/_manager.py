@@ -55,7 +55,7 @@ from ._http import (
     pool_admission,
     resolve_stack,
 )
-from ._mtls import ClientPool
+from ._mtls import ClientPool, tls_context
 from ._origins import FetchLimiter, RateLimits, origin_of
 from ._redact import redact_url
 from ._refresh_queue import RefreshQueue
@@ -63,7 +63,7 @@ from ._resolver import Resolver, TenantResolver
 from ._scheduler import RefreshScheduler
 from ._slot import Slot, SlotKey, TokenFlight
 from ._stats import KeyStatistics, ManagerStatistics
-from ._store import TokenStore, store_key
+from ._store import TokenStore, fetch_from, store_key
 from ._table import SlotTable
 from ._token import Token
 
@@ -453,6 +453,10 @@ class TokenManager(anyio.AsyncContextManagerMixin):
                 given, and finds how many of them to use.
             admission: A gate shared with other clients or `auth()` objects.
             client_kwargs: Anything else for the client (`base_url`, `timeout`, `headers`…).
+                A tenant known by then (registered, or resolved earlier) that
+                authenticates with `MutualTLS` or `SelfSignedMutualTLS` has its client
+                present the same certificate, which certificate-bound tokens need (RFC
+                8705 section 3), unless `verify=` is given.
 
         Returns:
             An `httpx.AsyncClient` or an `httpx2.AsyncClient`, by `stack`.
@@ -469,6 +473,12 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             tenant, audience=audience, resource=resource, scopes=scopes, admission=admission
         )
         client_kwargs.setdefault("timeout", DEFAULT_TIMEOUT)
+        creds = self._tenants.get(tenant)
+        identity = creds.client_auth.tls if creds is not None else None
+        if identity is not None and "verify" not in client_kwargs:
+            # Certificate-bound tokens (RFC 8705 section 3) are good only with the
+            # certificate that got them.
+            client_kwargs["verify"] = tls_context(identity)
         return make_client(resolve_stack(stack), limits=limits, auth=auth, **client_kwargs)
 
     def dpop_prover(
@@ -674,7 +684,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             await self._wait_for_origin(slot, origin, deadline)
             async with self._fetch_limiter.slot(origin):
                 if not self._rate_limits.remaining(origin):
-                    return await self._fetch(slot, flight)
+                    return await self._fetch(slot, flight, deadline)
 
     async def _prepare(self, slot: Slot) -> None:
         """Discover the token endpoint (once per issuer) and make the DPoP key if needed."""
@@ -712,8 +722,11 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             )
         await anyio.sleep(self._rate_limits.jittered(origin))
 
-    async def _fetch(self, slot: Slot, flight: TokenFlight) -> Token:
-        """One token from the shared store, or from the endpoint (under the store's lock)."""
+    async def _fetch(self, slot: Slot, flight: TokenFlight, deadline: float) -> Token:
+        """One token from the shared store, or from the endpoint (under the store's lock).
+
+        A store waiting on another process's fetch gives up in time to fetch by `deadline`.
+        """
         endpoint = self._endpoint
         if endpoint is None:  # only made by `async with`
             raise ManagerClosedError("the TokenManager is not running")
@@ -728,7 +741,9 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             return await fetch_new()
         # A token an API just rejected is as good as the current one: never handed back.
         current = slot.token or slot.rejected
-        token = await self._store.fetch(store_key(slot), fetch_new, min_ttl=0.0, current=current)
+        token = await fetch_from(
+            self._store, store_key(slot), fetch_new, current=current, deadline=deadline
+        )
         if not fetched:
             slot.store_hits += 1
             flight.from_store = True

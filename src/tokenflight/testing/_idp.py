@@ -30,7 +30,7 @@ from ._model import (
     check_lifetime,
     expires_in_value,
 )
-from ._mtls import authenticate_by_certificate, remember_peer_certificate
+from ._mtls import authenticate_by_certificate, peer_thumbprint, remember_peer_certificate
 from ._standards import METADATA_PATHS, AccessTokenSigner, metadata_response
 from ._token import Attempt, Grant, Refusal, check_request, fault_body, parse_request, token_headers
 from ._verify import JtiCache, verify_client_assertion
@@ -47,6 +47,7 @@ class _Issued:
     expires_at: float
     whole: bool
     jkt: str | None = None  # the DPoP key thumbprint the token is bound to
+    x5t: str | None = None  # the client certificate's thumbprint (RFC 8705 section 3)
 
 
 @dataclass(slots=True)
@@ -111,6 +112,8 @@ class IdentityProvider(AsyncContextManagerMixin):
         #: Discovery documents served (RFC 8414 and OpenID Connect), and fields overridden.
         self.metadata_documents = set(METADATA_PATHS.values())
         self.metadata_overrides: dict[str, object] = {}
+        #: Extra headers on discovery documents (for example ``Cache-Control``).
+        self.metadata_headers: list[tuple[str, str]] = []
         self.metadata_requests = 0
         self._jti = JtiCache()
         self._tls = tls
@@ -198,11 +201,14 @@ class IdentityProvider(AsyncContextManagerMixin):
         public_key: str | Mapping[str, Any] | None = None,
         tls_subject: str | None = None,
         tls_certificate: str | bytes | None = None,
+        key_certificate: str | None = None,
     ) -> IdPClient:
         """Register (or replace) a client; a random secret when ``secret`` is ``None``.
 
         ``public_key`` (PEM, JWK or JWKS) lets the client use ``private_key_jwt``;
-        ``tls_subject`` or ``tls_certificate`` mutual TLS (with ``tls=``).
+        ``tls_subject`` or ``tls_certificate`` mutual TLS (with ``tls=``);
+        ``key_certificate`` (the key's PEM certificate) makes assertions name it in an
+        ``x5t#S256`` header, as Microsoft Entra ID does.
         """
         client = IdPClient(
             client_id=client_id,
@@ -214,6 +220,7 @@ class IdentityProvider(AsyncContextManagerMixin):
             public_key=public_key,
             tls_subject=tls_subject,
             tls_certificate=tls_certificate,
+            key_certificate=key_certificate,
         )
         self._clients[client_id] = client
         return client
@@ -287,14 +294,16 @@ class IdentityProvider(AsyncContextManagerMixin):
             return self._resource(request)
         if path in METADATA_PATHS:
             self.metadata_requests += 1
-            return metadata_response(
-                path,
-                issuer=self.url,
-                token_url=self.token_url,
-                profile=self.profile,
-                served=self.metadata_documents,
-                overrides=self.metadata_overrides,
-                tls=self._tls is not None,
+            return self._with_metadata_headers(
+                metadata_response(
+                    path,
+                    issuer=self.url,
+                    token_url=self.token_url,
+                    profile=self.profile,
+                    served=self.metadata_documents,
+                    overrides=self.metadata_overrides,
+                    tls=self._tls is not None,
+                )
             )
         if self.admin and path.startswith("/_admin/"):
             return self._admin(request)
@@ -316,6 +325,12 @@ class IdentityProvider(AsyncContextManagerMixin):
                 response.headers = [*response.headers, *fault.headers.items()]
         attempt.user_agent = request.headers.get("user-agent")
         self._record(arrived, attempt, None if response.drop else response.status)
+        return response
+
+    def _with_metadata_headers(self, response: Response) -> Response:
+        if not self.metadata_headers:
+            return response
+        response.headers = [*response.headers, *self.metadata_headers]
         return response
 
     def _take_fault(self) -> Fault | None:
@@ -353,6 +368,8 @@ class IdentityProvider(AsyncContextManagerMixin):
         else:
             expires_in = self._remaining(issued, now)
         issued.jkt = jkt
+        if attempt.auth_method in ("tls_client_auth", "self_signed_tls_client_auth"):
+            issued.x5t = peer_thumbprint()  # a certificate-bound token
         payload: dict[str, object] = {
             "access_token": issued.token,
             "token_type": self.profile.token_type if jkt is None else "DPoP",
@@ -494,6 +511,8 @@ class IdentityProvider(AsyncContextManagerMixin):
             except DPoPRefusal as refusal:
                 self.resource_rejections += 1
                 return refusal.resource_response()
+        if issued is not None and issued.x5t is not None and issued.x5t != peer_thumbprint():
+            issued = None  # bound to a certificate this connection did not present
         if issued is None:
             self.resource_rejections += 1
             challenge = ("WWW-Authenticate", 'Bearer error="invalid_token"')

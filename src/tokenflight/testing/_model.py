@@ -119,6 +119,9 @@ class IdPClient:
         tls_subject: For ``tls_client_auth``: the certificate subject DN (RFC 4514 string).
         tls_certificate: For ``self_signed_tls_client_auth``: the registered certificate
             (PEM or DER).
+        key_certificate: For ``private_key_jwt`` as Microsoft Entra ID does it: the
+            certificate of the client's key (PEM); assertions must name it in their
+            ``x5t#S256`` header.
     """
 
     client_id: str
@@ -130,6 +133,7 @@ class IdPClient:
     public_key: str | Mapping[str, Any] | None = field(default=None, repr=False)
     tls_subject: str | None = None
     tls_certificate: str | bytes | None = field(default=None, repr=False)
+    key_certificate: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.client_id:

@@ -9,6 +9,8 @@ registered for the client (``self_signed_tls_client_auth``).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import ssl
 from collections.abc import Mapping
 from contextvars import ContextVar
@@ -19,7 +21,7 @@ from anyio.streams.tls import TLSAttribute
 from ._model import IdPClient
 from ._token import Attempt, Refusal
 
-__all__ = ["authenticate_by_certificate", "remember_peer_certificate"]
+__all__ = ["authenticate_by_certificate", "peer_thumbprint", "remember_peer_certificate"]
 
 #: The DER client certificate of the connection being served (one task per connection).
 _peer: ContextVar[bytes | None] = ContextVar("tokenflight_idp_peer_certificate", default=None)
@@ -28,6 +30,14 @@ _peer: ContextVar[bytes | None] = ContextVar("tokenflight_idp_peer_certificate",
 def remember_peer_certificate(stream: anyio.abc.ByteStream) -> None:
     """Note the connection's client certificate for the requests served on it."""
     _peer.set(stream.extra(TLSAttribute.peer_certificate_binary, None))
+
+
+def peer_thumbprint() -> str | None:
+    """The ``x5t#S256`` of the connection's client certificate, if it presented one."""
+    der = _peer.get()
+    if der is None:
+        return None
+    return base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode()
 
 
 def _der(certificate: str | bytes) -> bytes:

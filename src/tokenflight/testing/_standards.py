@@ -56,6 +56,7 @@ def metadata_response(
         "grant_types_supported": ["client_credentials"],
         "token_endpoint_auth_methods_supported": auth_methods(profile, tls=tls),
         "token_endpoint_auth_signing_alg_values_supported": ["RS256", "PS256", "ES256", "HS256"],
+        "tls_client_certificate_bound_access_tokens": True if tls else None,
     }
     document.update(overrides)
     return json_response(200, {k: v for k, v in document.items() if v is not None})
