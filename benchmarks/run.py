@@ -34,7 +34,7 @@ from contenders import CONTENDERS, STACK_VARIANTS  # noqa: E402
 from idp_process import Admin, IdPProcess  # noqa: E402
 from scenario_expiry import b3  # noqa: E402
 from scenario_faults import b6, b7  # noqa: E402
-from scenarios import Env, b1, b2, tenant_ids  # noqa: E402
+from scenarios import B2_VARIANTS, Env, b1, b2, tenant_ids  # noqa: E402
 
 QUICK: dict[str, Any] = {
     "mode": "quick",
@@ -112,8 +112,9 @@ def machine() -> dict[str, Any]:
 async def run_in_process(env: Env, name: str, cfg: dict[str, Any], rows: list[dict[str, Any]]):
     scenario = IN_PROCESS[name]
     rounds = cfg.get(f"{name.lower()}_rounds", cfg["rounds"])
+    contenders = [*CONTENDERS.values(), *(B2_VARIANTS.values() if name == "B2" else ())]
     for rnd in range(1, rounds + 1):
-        for contender in CONTENDERS.values():
+        for contender in contenders:
             started = time.perf_counter()
             try:
                 result = await asyncio.wait_for(scenario(env, contender, rnd, cfg), 600)
