@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import httpx2
@@ -86,26 +86,59 @@ def test_sixteen_threads_share_one_token_request(idp, backend):
     assert idp.token_requests == 1
 
 
+def run_threads(count: int, target: Callable[[], None]) -> None:
+    """Start `count` threads on `target` behind one barrier, and join them all."""
+    barrier = threading.Barrier(count)
+
+    def run() -> None:
+        barrier.wait()
+        target()
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def test_failures_reach_every_thread_as_typed_errors(idp, backend):
-    """An IdP that fails gives each thread a TokenEndpointUnavailable, no secret in it."""
+    """16 threads hammering a failing IdP: each call a TokenEndpointUnavailable without the
+    secret, and one shared token request for all 320 calls (single flight, then cooldown)."""
     idp.inject(Fault(status=503), count=None)
     errors: list[Exception] = []
-    with SyncTokenManager(backend=backend, retry=RetryPolicy(attempts=1)) as tokens:
+    others: list[BaseException] = []
+    retry = RetryPolicy(attempts=1, cooldown=60)
+    with SyncTokenManager(backend=backend, retry=retry) as tokens:
         tokens.register("acme", creds(idp))
 
-        def one() -> None:
-            try:
-                tokens.get_token("acme")
-            except TokenEndpointUnavailable as exc:
-                errors.append(exc)
+        def hammer() -> None:
+            for _ in range(20):
+                try:
+                    tokens.get_token("acme")
+                except TokenEndpointUnavailable as exc:
+                    errors.append(exc)
+                except BaseException as exc:
+                    others.append(exc)
 
-        threads = [threading.Thread(target=one) for _ in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    assert len(errors) == 8
+        run_threads(16, hammer)
+    assert others == []
+    assert len(errors) == 320
     assert all(SECRET not in str(error) for error in errors)
+    assert idp.token_requests == 1
+
+
+def test_a_transient_fault_is_absorbed_for_sixteen_threads(idp, backend, no_retry_wait):
+    """A 503 then a token, 16 threads hammering: every call gets the one token, 2 requests."""
+    idp.inject(Fault(status=503), count=1)
+    seen: list[str] = []
+    with SyncTokenManager(backend=backend, retry=RetryPolicy(attempts=2)) as tokens:
+        tokens.register("acme", creds(idp))
+        run_threads(
+            16, lambda: seen.extend(tokens.get_token("acme").access_token for _ in range(20))
+        )
+    assert len(seen) == 320
+    assert len(set(seen)) == 1
+    assert idp.token_requests == 2
 
 
 @pytest.mark.parametrize("module", [httpx, httpx2], ids=["httpx", "httpx2"])
