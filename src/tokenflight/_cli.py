@@ -8,19 +8,18 @@ line says what to fix); 3 the identity provider refused; 4 it could not be reach
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
 import runpy
 import sys
-import tomllib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
 
-from ._config import ClientCredentials
 from ._demo import DemoSettings, run_demo
 from ._errors import (
     ConfigurationError,
@@ -29,23 +28,17 @@ from ._errors import (
     TokenRequestRefused,
 )
 from ._manager import TokenManager
+from ._tenant_file import load_tenant
+
+if TYPE_CHECKING:
+    from ._config import ClientCredentials
 
 __all__ = ["main"]
 
 logger = logging.getLogger("tokenflight")
 
-CREDENTIAL_FIELDS = frozenset(
-    {
-        "token_url",
-        "issuer",
-        "client_id",
-        "auth_method",
-        "scopes",
-        "audience",
-        "resource",
-        "extra_params",
-    }
-)
+#: What benchmarks/run.py imports beyond tokenflight's own dependencies (the bench extra).
+BENCH_MODULES = ("matplotlib", "httpx2", "httpx_aiohttp", "authlib", "httpx_auth", "psutil")
 
 
 def _positive_int(text: str) -> int:
@@ -117,7 +110,22 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="ID:SECRET",
-        help="a client to accept (repeatable); default demo-client:demo-secret",
+        help="a client to accept (repeatable; the secret shows in `ps`: prefer --client-env "
+        "or --clients-file); default demo-client:demo-secret when no client is given",
+    )
+    idp.add_argument(
+        "--client-env",
+        action="append",
+        default=[],
+        metavar="ID=VAR",
+        help="a client whose secret is in environment variable VAR (repeatable)",
+    )
+    idp.add_argument(
+        "--clients-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="a file of clients, one ID:SECRET a line (# starts a comment)",
     )
     idp.add_argument(
         "--admin",
@@ -125,7 +133,14 @@ def _parser() -> argparse.ArgumentParser:
         help="serve the unauthenticated control endpoints under /_admin/ (benchmarks, tests)",
     )
 
-    bench = sub.add_parser("bench", help="run the benchmarks (from a source checkout)")
+    bench = sub.add_parser(
+        "bench",
+        help="run the benchmarks (from a source checkout)",
+        description="Run benchmarks/run.py of a source checkout; arguments after `--` go to "
+        "it (`tokenflight bench -- --quick --only B1`). Needs the bench extra: "
+        "pip install 'tokenflight[bench]'.",
+        formatter_class=shown,
+    )
     bench.add_argument("args", nargs=argparse.REMAINDER, help="passed to benchmarks/run.py")
     return parser
 
@@ -176,71 +191,22 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     return 0
 
 
-def load_tenant(config: Path, tenant: str) -> ClientCredentials:
-    """Read one tenant's credentials from a TOML file; secrets come from the environment.
-
-    The file holds `[tenants.NAME]` tables with `token_url`, `client_id`,
-    `client_secret_env` (the name of the environment variable holding the secret),
-    and optionally `auth_method`, `scopes`, `audience`, `resource`, `extra_params`.
-
-    Raises:
-        ConfigurationError: The file, the tenant or the variable is missing or wrong.
-    """
+def _tenant_credentials(config: Path, tenant: str) -> ClientCredentials:
+    """`load_tenant`, with any failure of building the credentials as one line (exit 2)."""
     try:
-        data = tomllib.loads(config.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read config file {config}: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigurationError(f"config file {config} is not valid TOML: {exc}") from exc
-    tenants = data.get("tenants")
-    if not isinstance(tenants, dict) or tenant not in tenants:
-        known = ", ".join(sorted(tenants)) if isinstance(tenants, dict) else "none"
-        raise ConfigurationError(f"unknown tenant {tenant!r} in {config} (known: {known})")
-    table = tenants[tenant]
-    if not isinstance(table, dict):
+        return load_tenant(config, tenant)
+    except TokenError:
+        raise
+    except Exception as exc:  # `scopes = 5`, a list where a string goes, and such
+        reason = str(exc)[:200] or type(exc).__name__
         raise ConfigurationError(
-            f"tenant {tenant!r} in {config} must be a [tenants.{tenant}] table"
-        )
-    missing = {"client_id"} - set(table)
-    if "token_url" not in table and "issuer" not in table:
-        missing.add("token_url")
-    if missing:
-        raise ConfigurationError(f"tenant {tenant!r} in {config}: set {', '.join(sorted(missing))}")
-    unknown = set(table) - CREDENTIAL_FIELDS - {"client_secret", "client_secret_env"}
-    if unknown:
-        raise ConfigurationError(f"tenant {tenant!r}: unknown settings {sorted(unknown)}")
-    settings = {k: v for k, v in table.items() if k in CREDENTIAL_FIELDS}
-    if "scopes" in settings and isinstance(settings["scopes"], list):
-        settings["scopes"] = tuple(settings["scopes"])
-    return ClientCredentials(client_secret=_secret(table, tenant), **settings)
-
-
-def _secret(table: dict[str, Any], tenant: str) -> str:
-    variable = table.get("client_secret_env")
-    if variable is not None:
-        value = os.environ.get(str(variable))
-        if value is None:
-            raise ConfigurationError(
-                f"tenant {tenant!r}: environment variable {variable} (client_secret_env) is not set"
-            )
-        value = value.rstrip("\r\n")  # `export X=$(cat file)` keeps no newline; echo does
-        if not value:
-            raise ConfigurationError(
-                f"tenant {tenant!r}: environment variable {variable} (client_secret_env) is empty"
-            )
-        return value
-    inline = table.get("client_secret")
-    if isinstance(inline, str) and inline:
-        logger.warning(
-            "tenant %r has client_secret inline in the config file; prefer client_secret_env",
-            tenant,
-        )
-        return inline
-    raise ConfigurationError(f"tenant {tenant!r}: set client_secret_env to a variable's name")
+            f"tenant {tenant!r} in {config}: a setting has the wrong type or value ({reason}); "
+            "check it against the settings `tokenflight token --help` lists"
+        ) from None
 
 
 async def _token_command(tenant: str, config: Path, as_json: bool, out: TextIO) -> int:
-    credentials = load_tenant(config, tenant)
+    credentials = _tenant_credentials(config, tenant)
     async with TokenManager() as tokens:
         tokens.register(tenant, credentials)
         token = await tokens.get_token(tenant)
@@ -269,14 +235,7 @@ async def _serve_idp(args: argparse.Namespace, out: TextIO) -> None:
         port=args.port,
         admin=args.admin,
     )
-    for spec in args.client or ["demo-client:demo-secret"]:
-        client_id, sep, secret = spec.partition(":")
-        if not sep or not client_id or not secret:
-            # Without a colon the whole argument may be the secret: quote nothing of it.
-            shown = f" for client {client_id!r}" if sep and client_id else ""
-            raise ConfigurationError(
-                f"--client{shown}: write it as ID:SECRET (a client id, a colon, the secret)"
-            )
+    for client_id, secret in _idp_clients(args):
         idp.add_client(client_id, secret)
     try:
         async with anyio.create_task_group() as tg:
@@ -286,8 +245,70 @@ async def _serve_idp(args: argparse.Namespace, out: TextIO) -> None:
             print(f"  protected resource: {idp.resource_url}", file=out, flush=True)
     except BaseExceptionGroup as group:  # the server task's own error, such as a taken port
         if len(group.exceptions) == 1 and isinstance(group.exceptions[0], OSError):
-            raise group.exceptions[0] from None
+            raise _port_error(args.port, group.exceptions[0]) from None
         raise
+    except OSError as exc:
+        raise _port_error(args.port, exc) from None
+
+
+def _port_error(port: int, exc: OSError) -> ConfigurationError:
+    if exc.errno == errno.EADDRINUSE:
+        return ConfigurationError(
+            f"port {port} on 127.0.0.1 is already in use: choose another with --port"
+        )
+    return ConfigurationError(
+        f"cannot listen on 127.0.0.1:{port} ({exc.strerror or exc}): choose another with --port"
+    )
+
+
+def _idp_clients(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """The clients `idp` accepts, from --client, --client-env and --clients-file."""
+    clients = [_client_spec(spec, "--client") for spec in args.client]
+    if clients:
+        print(
+            "warning: --client puts secrets on the command line, where `ps` shows them to "
+            "other users; prefer --client-env ID=VAR or --clients-file FILE",
+            file=sys.stderr,
+        )
+    for spec in args.client_env:
+        client_id, sep, variable = spec.partition("=")
+        if not sep or not client_id or not variable:
+            raise ConfigurationError(f"--client-env {spec!r}: write it as ID=VAR")
+        secret = os.environ.get(variable, "").rstrip("\r\n")
+        if not secret:
+            state = "is empty" if variable in os.environ else "is not set"
+            raise ConfigurationError(
+                f"--client-env {spec}: environment variable {variable} {state}"
+            )
+        clients.append((client_id, secret))
+    if args.clients_file is not None:
+        clients += _clients_file(args.clients_file)
+    return clients or [("demo-client", "demo-secret")]
+
+
+def _client_spec(spec: str, where: str) -> tuple[str, str]:
+    client_id, sep, secret = spec.partition(":")
+    if not sep or not client_id or not secret:
+        # Without a colon the whole text may be the secret: quote nothing of it.
+        shown = f" for client {client_id!r}" if sep and client_id else ""
+        raise ConfigurationError(
+            f"{where}{shown}: write it as ID:SECRET (a client id, a colon, the secret)"
+        )
+    return client_id, secret
+
+
+def _clients_file(path: Path) -> list[tuple[str, str]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
+        raise ConfigurationError(f"cannot read --clients-file {path}: {reason}") from None
+    clients = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if line and not line.startswith("#"):
+            clients.append(_client_spec(line, f"--clients-file {path}, line {number}"))
+    return clients
 
 
 def _bench(args: Sequence[str]) -> int:
@@ -299,13 +320,31 @@ def _bench(args: Sequence[str]) -> int:
         )
     if args[:1] == ["--"]:  # `tokenflight bench -- --quick`
         args = args[1:]
-    for module in ("authlib", "httpx_auth", "psutil"):
-        try:
-            __import__(module)
-        except ImportError:
-            raise ConfigurationError(
-                f"the benchmarks need {module}: pip install 'tokenflight[bench]'"
-            ) from None
+    missing = [name for name in BENCH_MODULES if not _importable(name)]
+    if missing:
+        raise ConfigurationError(
+            f"the benchmarks need {', '.join(missing)}, not installed: "
+            "pip install 'tokenflight[bench]'"
+        )
+    return _run_bench_script(script, list(args))
+
+
+def _importable(name: str) -> bool:
+    try:
+        __import__(name)
+    except ImportError:
+        return False
+    return True
+
+
+def _run_bench_script(script: Path, args: list[str]) -> int:
+    """Run ``script`` as ``__main__`` with ``args``; its exit status."""
+    saved = sys.argv
     sys.argv = [str(script), *args]
-    runpy.run_path(str(script), run_name="__main__")
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as exc:  # the script's own `sys.exit(main())`
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv = saved
     return 0
