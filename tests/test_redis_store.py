@@ -26,8 +26,10 @@ from cryptography.fernet import Fernet, InvalidToken
 from helpers import api_server, free_port, wait_until
 from tokenflight import (
     ClientCredentials,
+    ClientSecretBasic,
     ConfigurationError,
     RefreshPolicy,
+    RetryPolicy,
     Token,
     TokenError,
     TokenManager,
@@ -87,8 +89,7 @@ def creds(idp: IdentityProvider, client_id: str) -> ClientCredentials:
     return ClientCredentials(
         token_url=idp.token_url,
         client_id=client_id,
-        client_secret="s3cret",
-        auth_method="client_secret_basic",
+        auth=ClientSecretBasic("s3cret"),
     )
 
 
@@ -737,6 +738,26 @@ async def test_waiters_give_up_after_wait_timeout(prefix: str) -> None:
     finally:
         await a.aclose()
         await b.aclose()
+
+
+async def test_a_waiter_fetches_itself_within_the_managers_fetch_budget(
+    idp: IdentityProvider, prefix: str
+) -> None:
+    """With total_timeout=2 and the lock held elsewhere, the caller gets its own token."""
+    idp.add_client("acme", "s3cret")
+    store = RedisTokenStore(REDIS_URL, prefix=prefix)  # wait_timeout: 30 s by default
+    async with TokenManager(store=store, retry=RetryPolicy(total_timeout=2.0)) as tokens:
+        tokens.register("acme", creds(idp, "acme"))
+        first = await tokens.get_token("acme")
+        [name] = raw_entries(prefix)
+        with redis.Redis(host=REDIS_HOST, port=REDIS_PORT) as client:
+            client.delete(name)
+            client.set(name + ":lock", "another-process", px=60_000)  # fetching, for long
+        tokens.invalidate("acme")
+        second = await tokens.get_token("acme")
+    assert second.access_token != first.access_token
+    assert idp.token_requests == 2
+    assert store.stats().fallbacks == 1
 
 
 def test_wait_timeout_must_be_positive() -> None:

@@ -7,14 +7,16 @@ tokens and make one token request per key between them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 from collections.abc import Awaitable, Callable
 from typing import Protocol, runtime_checkable
 
 from ._slot import Slot
 from ._token import Token
 
-__all__ = ["TokenStore", "store_key"]
+__all__ = ["TokenStore", "fetch_from", "store_key"]
 
 
 @runtime_checkable
@@ -26,6 +28,12 @@ class TokenStore(Protocol):
     store, or the result of calling `fetch_new()` (which asks the token endpoint) while
     holding the store's lock for that key, then saved. A store that cannot reach its
     backend must fall back to calling `fetch_new()` itself.
+
+    `deadline` is the loop time (`anyio.current_time()`) by which the manager needs the
+    token: its fetch budget, `RetryPolicy.total_timeout`. A store that waits for another
+    process's fetch stops waiting early enough to call `fetch_new()` itself before it.
+    (The manager passes `deadline` only to a `fetch` that takes it: stores written
+    before it existed keep working.)
     """
 
     async def fetch(
@@ -35,6 +43,7 @@ class TokenStore(Protocol):
         *,
         min_ttl: float,
         current: Token | None,
+        deadline: float | None = None,
     ) -> Token: ...
 
     async def invalidate(self, key: str, access_token: str) -> None:
@@ -42,6 +51,30 @@ class TokenStore(Protocol):
 
     async def aclose(self) -> None:
         """Release the store's connections."""
+
+
+async def fetch_from(
+    store: TokenStore,
+    key: str,
+    fetch_new: Callable[[], Awaitable[Token]],
+    *,
+    current: Token | None,
+    deadline: float,
+) -> Token:
+    """`store.fetch(...)` of a token for any `min_ttl`, with `deadline` if it takes one."""
+    if _takes_deadline(type(store)):
+        return await store.fetch(key, fetch_new, min_ttl=0.0, current=current, deadline=deadline)
+    return await store.fetch(key, fetch_new, min_ttl=0.0, current=current)
+
+
+@functools.cache
+def _takes_deadline(store_type: type[TokenStore]) -> bool:
+    """Whether a store class's `fetch` accepts `deadline=` (by name or `**kwargs`)."""
+    try:
+        parameters = inspect.signature(store_type.fetch).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: do not guess
+        return False
+    return any(p.name == "deadline" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 def store_key(slot: Slot) -> str:

@@ -24,7 +24,8 @@ The lock is short-lived (`lock_ttl`, 5 s by default) and renewed by its holder w
 token request runs, so a holder that dies, or a lock taken by a request that timed out on
 our side and ran when Redis woke up, costs the fleet at most one `lock_ttl`; the process
 whose request timed out also deletes that lock at its next successful Redis operation.
-Waiters poll for at most `wait_timeout`, then make their own request.
+Waiters poll for at most `wait_timeout`, and never past the manager's fetch budget
+(`RetryPolicy.total_timeout`): they stop in time to make their own request within it.
 
 A value read from Redis is hostile input: values over 64 KiB are refused unread, the rest
 validated field by field, and a corrupt entry (or a key Redis refuses for that key alone,
@@ -106,6 +107,8 @@ return 0
 
 #: Locks taken by requests that timed out, remembered for deletion (oldest dropped first).
 MAX_ORPHANS: Final = 1024
+#: A waiter's own request gets at least half the caller's time left, and this at most.
+_OWN_FETCH_MARGIN: Final = 5.0
 
 # Errors Redis reports about one key: that key is treated as absent, the store stays up.
 _PER_KEY_CODES: Final = frozenset({"WRONGTYPE", "NOPERM"})
@@ -203,8 +206,8 @@ class RedisTokenStore:
             orphaned by a request that timed out, delays the others by at most this. Keep
             it above a few times `timeout + connect_timeout`.
         wait_timeout: Longest wait for another process's token before making our own
-            request. Keep it at the manager's fetch budget (`RetryPolicy.total_timeout`,
-            30 s by default).
+            request. A manager's fetch also ends the wait in time for its own request
+            within its budget (`RetryPolicy.total_timeout`), whichever comes first.
         timeout: Seconds to wait for a Redis answer before falling back.
         connect_timeout: Seconds to wait for a connection to Redis.
         poll_interval: Longest pause between looks while another process fetches.
@@ -318,6 +321,7 @@ class RedisTokenStore:
         *,
         min_ttl: float,
         current: Token | Literal[_Unset.UNSET] | None = _Unset.UNSET,
+        deadline: float | None = None,
     ) -> Token:
         """Return the fleet's token for `key`, or fetch one under the fleet-wide lock.
 
@@ -327,6 +331,9 @@ class RedisTokenStore:
             min_ttl: Seconds the token must stay valid.
             current: The token the caller holds for `key`, if it says; by default the
                 store remembers the token it last returned for `key`.
+            deadline: Loop time (`anyio.current_time()`) by which the caller needs the
+                token. A wait for another process's fetch ends early enough to make our
+                own request before it (and after `wait_timeout` in any case).
 
         Raises:
             ConfigurationError: Not running on asyncio.
@@ -343,7 +350,7 @@ class RedisTokenStore:
             if self._is_usable(entry, held, min_ttl):
                 assert entry is not None
                 return self._hit(key, entry, waited=False)
-            return await self._fetch_locked(client, key, name, fetch_new, min_ttl, held)
+            return await self._fetch_locked(client, key, name, fetch_new, min_ttl, held, deadline)
         except _Unavailable:
             return await self._fallback(key, fetch_new)
         except _Unreadable:
@@ -397,11 +404,13 @@ class RedisTokenStore:
         fetch_new: Callable[[], Awaitable[Token]],
         min_ttl: float,
         held: _Held | None,
+        budget: float | None,
     ) -> Token:
-        """Take the key's lock and fetch, or wait (at most wait_timeout) for the holder's."""
+        """Take the key's lock and fetch, or wait (see `_wait_deadline`) for the holder's."""
         lock = name + ":lock"
         owner = secrets.token_hex(16)
-        deadline = anyio.current_time() + self._wait_timeout
+        started = anyio.current_time()
+        deadline, why = self._wait_deadline(started, budget)
         delay = self._poll / 8
         waited = False
         while True:
@@ -412,9 +421,10 @@ class RedisTokenStore:
             waited = True
             if anyio.current_time() >= deadline:
                 logger.warning(
-                    "gave up waiting for another process's token after %.1fs (wait_timeout); "
+                    "gave up waiting for another process's token after %.1fs (%s); "
                     "fetching without the fleet-wide lock",
-                    self._wait_timeout,
+                    anyio.current_time() - started,
+                    why,
                 )
                 return await self._fallback(key, fetch_new)
             await anyio.sleep(delay * random.uniform(0.5, 1.0))
@@ -423,6 +433,19 @@ class RedisTokenStore:
             if self._is_usable(entry, held, min_ttl):
                 assert entry is not None
                 return self._hit(key, entry, waited=True)
+
+    def _wait_deadline(self, now: float, budget: float | None) -> tuple[float, str]:
+        """When a waiter stops waiting for another process's fetch and makes its own, and
+        why: after `wait_timeout`, or earlier, before the caller's `budget` (a loop time)
+        by half the time left to it (at most `_OWN_FETCH_MARGIN`) for its own request.
+        """
+        until = now + self._wait_timeout
+        if budget is None:
+            return until, "wait_timeout"
+        margin = min(_OWN_FETCH_MARGIN, max(budget - now, 0.0) / 2)
+        if budget - margin < until:
+            return budget - margin, "to keep within the fetch budget"
+        return until, "wait_timeout"
 
     async def _fetch_holding(
         self,

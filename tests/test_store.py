@@ -1,0 +1,82 @@
+"""The TokenStore protocol as the manager uses it: the fetch budget as `deadline`."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import pytest
+
+from tokenflight import ClientCredentials, ClientSecretBasic, RetryPolicy, Token, TokenManager
+from tokenflight.testing import IdentityProvider
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def creds(idp: IdentityProvider) -> ClientCredentials:
+    secret = idp.clients["acme"].secret
+    return ClientCredentials(
+        token_url=idp.token_url, client_id="acme", auth=ClientSecretBasic(secret)
+    )
+
+
+class OldStore:
+    """A store written before `deadline` existed: `fetch` without it."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    async def fetch(
+        self,
+        key: str,
+        fetch_new: Callable[[], Awaitable[Token]],
+        *,
+        min_ttl: float,
+        current: Token | None,
+    ) -> Token:
+        self.asked += 1
+        return await fetch_new()
+
+    async def invalidate(self, key: str, access_token: str) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+
+class NewStore(OldStore):
+    """A store that takes `deadline` and records it, with the loop time it was asked at."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[float, float | None]] = []
+
+    async def fetch(  # type: ignore[override]
+        self, key: str, fetch_new: Callable[[], Awaitable[Token]], **options: Any
+    ) -> Token:
+        self.calls.append((anyio.current_time(), options.get("deadline")))
+        return await super().fetch(
+            key, fetch_new, min_ttl=options["min_ttl"], current=options["current"]
+        )
+
+
+async def test_a_store_is_given_the_fetch_budget_as_deadline(creds):
+    """`deadline` is the loop time at which the fetch's total_timeout runs out."""
+    store = NewStore()
+    async with TokenManager(store=store, retry=RetryPolicy(total_timeout=7.0)) as tokens:
+        tokens.register("acme", creds)
+        await tokens.get_token("acme")
+    [(asked_at, deadline)] = store.calls
+    assert deadline is not None
+    assert asked_at < deadline <= asked_at + 7.0
+
+
+async def test_a_store_without_deadline_still_works(creds):
+    """A store whose `fetch` predates `deadline` is called without it."""
+    store = OldStore()
+    async with TokenManager(store=store) as tokens:
+        tokens.register("acme", creds)
+        assert (await tokens.get_token("acme")).access_token
+    assert store.asked == 1
