@@ -287,3 +287,151 @@ def test_bench_outside_a_checkout_is_one_line(tmp_path, monkeypatch, capsys):
     code, _ = run("bench", "--", "--quick")
     assert code == 2
     assert "source checkout" in capsys.readouterr().err
+
+
+def test_a_wrongly_typed_setting_is_one_line(tmp_path, monkeypatch, capsys):
+    """`scopes = 5` (any exception while building credentials) exits 2 with one line."""
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    path = write_config(tmp_path, "https://idp.example/t", client_secret_env=SECRET_ENV)
+    path.write_text(path.read_text(encoding="utf-8") + "scopes = 5\n", encoding="utf-8")
+    code, _ = run("token", "acme", "--config", str(path))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: tenant 'acme'")
+    assert len(err.strip().splitlines()) == 1
+    assert SECRET not in err
+
+
+def test_idp_port_in_use_names_the_port(capsys):
+    """A taken `idp --port` is named in the one error line, with a hint to use --port."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, _ = run("idp", "--port", str(port))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"port {port} on 127.0.0.1 is already in use" in err
+    assert "--port" in err
+
+
+def idp_clients(*argv: str) -> dict[str, str]:
+    """The clients `tokenflight idp` with `argv` would register."""
+    from tokenflight._cli import _idp_clients, _parser
+
+    return dict(_idp_clients(_parser().parse_args(["idp", *argv])))
+
+
+def test_idp_secrets_from_the_environment_and_a_file(tmp_path, monkeypatch, capsys):
+    """`--client-env ID=VAR` and `--clients-file` give secrets without argv, and no warning."""
+    monkeypatch.setenv(SECRET_ENV, SECRET + "\n")
+    clients = tmp_path / "clients"
+    clients.write_text("# id:secret\nbeta:beta-secret\n\ngamma:g:with-colon\n", encoding="utf-8")
+    registered = idp_clients("--client-env", f"acme={SECRET_ENV}", "--clients-file", str(clients))
+    assert registered == {"acme": SECRET, "beta": "beta-secret", "gamma": "g:with-colon"}
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_idp_secret_on_argv_warns(capsys):
+    """`--client ID:SECRET` still works, with a warning that `ps` shows the secret."""
+    assert idp_clients("--client", "acme:S3CR3T") == {"acme": "S3CR3T"}
+    err = capsys.readouterr().err
+    assert "warning: --client puts secrets on the command line" in err
+    assert "S3CR3T" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--client-env", "acme"], "write it as ID=VAR"),
+        (["--client-env", "acme=TOKENFLIGHT_TEST_UNSET"], "TOKENFLIGHT_TEST_UNSET is not set"),
+        (["--clients-file", "/nonexistent/clients"], "cannot read --clients-file"),
+    ],
+)
+def test_idp_client_sources_fail_in_one_line(argv, message, monkeypatch, capsys):
+    """A bad --client-env or --clients-file exits 2 with one line saying what is wrong."""
+    monkeypatch.delenv("TOKENFLIGHT_TEST_UNSET", raising=False)
+    assert main(["idp", *argv], out=StringIO()) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_idp_clients_file_line_errors_hide_the_secret(tmp_path, capsys):
+    """A malformed --clients-file line is reported by number, never echoing its text."""
+    clients = tmp_path / "clients"
+    clients.write_text("acme:ok\nS3CR3T-no-colon\n", encoding="utf-8")
+    assert main(["idp", "--clients-file", str(clients)], out=StringIO()) == 2
+    err = capsys.readouterr().err
+    assert "line 2" in err
+    assert "S3CR3T" not in err
+
+
+@pytest.fixture
+def checkout(tmp_path, monkeypatch):
+    """A directory with a benchmarks/run.py, as the cwd; the runner records its arguments."""
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "run.py").write_text("raise SystemExit(9)\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    calls: list[list[str]] = []
+
+    def runner(script, args):
+        calls.append(args)
+        return 0
+
+    monkeypatch.setattr("tokenflight._cli._run_bench_script", runner)
+    return calls
+
+
+@pytest.mark.parametrize(
+    "argv", [["--", "--quick"], ["--quick"], ["--", "--quick", "--only", "B1,B3"]]
+)
+def test_bench_forwards_its_arguments(argv, checkout):
+    """`bench -- --quick …` hands run.py exactly the arguments after `--`."""
+    assert run("bench", *argv)[0] == 0
+    assert checkout == [[a for a in argv if a != "--"]]
+
+
+def test_bench_runs_the_script_with_its_exit_status(tmp_path, monkeypatch):
+    """The real runner runs benchmarks/run.py as __main__ and returns its exit status."""
+    from tokenflight._cli import _run_bench_script
+
+    script = tmp_path / "run.py"
+    script.write_text("import sys\nraise SystemExit(len(sys.argv))\n", encoding="utf-8")
+    assert _run_bench_script(script, ["--quick", "--only", "B1"]) == 4
+
+
+def test_bench_without_its_extra_is_one_line(checkout, monkeypatch, capsys):
+    """Missing bench modules are named in one line that gives the pip command; nothing runs."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # None: the import fails
+    monkeypatch.setitem(sys.modules, "httpx_auth", None)
+    code, _ = run("bench", "--", "--quick")
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.strip() == (
+        "error: the benchmarks need matplotlib, httpx_auth, not installed: "
+        "pip install 'tokenflight[bench]'"
+    )
+    assert checkout == []
+
+
+@pytest.mark.parametrize(
+    ("command", "shown"),
+    [
+        ("demo", ["(default: 500)", "(default: 50)", "(default: asyncio)"]),
+        ("idp", ["(default: 8765)", "(default: generic)"]),
+        ("bench", ["tokenflight[bench]", "-- --quick"]),
+    ],
+)
+def test_help_shows_the_defaults(command, shown, capsys):
+    """Each command's --help shows its options' defaults (and bench how to pass arguments)."""
+    with pytest.raises(SystemExit) as caught:
+        main([command, "--help"])
+    assert caught.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    for text in shown:
+        assert text in out

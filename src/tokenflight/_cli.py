@@ -14,7 +14,7 @@ import logging
 import os
 import runpy
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -148,7 +148,12 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
     """Run the command line; returns the exit status."""
     out = out or sys.stdout
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = _parser()
+    if argv[:1] == ["bench"] and argv[1:] not in (["-h"], ["--help"]):
+        # Everything after `bench` (after `--`, or not) is run.py's: argparse would take
+        # `bench --quick` as an option of its own.
+        return _outcome(lambda: _bench(argv[1:]))
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(out)
@@ -156,21 +161,29 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     # A failed token request is reported once, as the command's own error line.
     level = logging.ERROR if args.command == "token" else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    return _outcome(lambda: _dispatch(args, out))
+
+
+def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
+    if args.command == "demo":
+        settings = DemoSettings(
+            workers=args.workers,
+            tenants=args.tenants,
+            lifetime=args.lifetime,
+            duration=args.duration,
+        )
+        anyio.run(run_demo, settings, out, backend=args.backend)
+    elif args.command == "token":
+        return anyio.run(_token_command, args.tenant, args.config, args.json, out)
+    elif args.command == "idp":
+        anyio.run(_serve_idp, args, out)
+    return 0
+
+
+def _outcome(command: Callable[[], int]) -> int:
+    """Run ``command``; its status, or each failure as one line and its exit status."""
     try:
-        if args.command == "demo":
-            settings = DemoSettings(
-                workers=args.workers,
-                tenants=args.tenants,
-                lifetime=args.lifetime,
-                duration=args.duration,
-            )
-            anyio.run(run_demo, settings, out, backend=args.backend)
-        elif args.command == "token":
-            return anyio.run(_token_command, args.tenant, args.config, args.json, out)
-        elif args.command == "idp":
-            anyio.run(_serve_idp, args, out)
-        else:
-            return _bench(args.args)
+        return command()
     except KeyboardInterrupt:
         return 130
     except TokenRequestRefused as exc:
@@ -185,10 +198,9 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     except TokenError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except OSError as exc:  # the idp's port is taken, and such
+    except OSError as exc:
         print(f"error: {exc.strerror or exc}", file=sys.stderr)
         return 2
-    return 0
 
 
 def _tenant_credentials(config: Path, tenant: str) -> ClientCredentials:
