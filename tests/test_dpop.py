@@ -9,7 +9,7 @@ import json
 import httpx
 import pytest
 
-from tokenflight import ClientCredentials, TokenManager
+from tokenflight import ClientCredentials, ClientSecretBasic, TokenManager
 from tokenflight._dpop import DPoPProver, NonceBook
 from tokenflight.testing import IdentityProvider
 
@@ -18,7 +18,11 @@ pytestmark = pytest.mark.anyio
 
 def creds(idp: IdentityProvider, **kwargs) -> ClientCredentials:
     return ClientCredentials(
-        token_url=idp.token_url, client_id="acme", client_secret="s3cret", dpop=True, **kwargs
+        token_url=idp.token_url,
+        client_id="acme",
+        auth=ClientSecretBasic("s3cret"),
+        dpop=True,
+        **kwargs,
     )
 
 
@@ -178,7 +182,9 @@ async def test_dpop_tokens_bypass_a_shared_store(idp):
         tokens.register("dpop", creds(idp))
         tokens.register(
             "plain",
-            ClientCredentials(token_url=idp.token_url, client_id="acme", client_secret="s3cret"),
+            ClientCredentials(
+                token_url=idp.token_url, client_id="acme", auth=ClientSecretBasic("s3cret")
+            ),
         )
         assert (await tokens.get_token("dpop")).token_type == "DPoP"
         assert store.asked == 0

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from typing import Any
 
 import anyio
 import httpx
@@ -16,6 +17,7 @@ import pytest
 from helpers import CountingTransport, Recorder, free_port, wait_until
 from tokenflight import (
     ClientCredentials,
+    ClientSecretBasic,
     ConfigurationError,
     CooldownEntered,
     RefreshPolicy,
@@ -42,8 +44,10 @@ FAST = RetryPolicy(
 )
 
 
-def creds(url: str, secret: str = SECRET, **kwargs: object) -> ClientCredentials:
-    return ClientCredentials(token_url=url, client_id="acme", client_secret=secret, **kwargs)  # type: ignore[arg-type]
+def creds(url: str, secret: str = SECRET, **kwargs: Any) -> ClientCredentials:
+    return ClientCredentials(
+        token_url=url, client_id="acme", auth=ClientSecretBasic(secret), **kwargs
+    )
 
 
 @asynccontextmanager

@@ -11,7 +11,10 @@ import pytest
 
 from helpers import CountingTransport, closed_port_url, gather_tokens, wait_until
 from tokenflight import (
+    ClientAuth,
     ClientCredentials,
+    ClientSecretBasic,
+    ClientSecretPost,
     ConfigurationError,
     KeyStatistics,
     ManagerClosedError,
@@ -40,9 +43,11 @@ async def idp() -> AsyncIterator[IdentityProvider]:
         yield server
 
 
-def creds(idp: IdentityProvider, client_id: str = "acme", **kwargs) -> ClientCredentials:
-    kwargs.setdefault("client_secret", SECRET)
-    return ClientCredentials(token_url=idp.token_url, client_id=client_id, **kwargs)
+def creds(
+    idp: IdentityProvider, client_id: str = "acme", auth: ClientAuth | None = None, **kwargs
+) -> ClientCredentials:
+    auth = ClientSecretBasic(SECRET) if auth is None else auth
+    return ClientCredentials(token_url=idp.token_url, client_id=client_id, auth=auth, **kwargs)
 
 
 # -- single flight and the fast path -----------------------------------------------------
@@ -100,7 +105,7 @@ async def test_fast_path_does_not_suspend(idp):
 async def test_failure_is_shared_by_all_waiters(idp):
     """Concurrent callers of one failing fetch all get its error from a single request."""
     async with TokenManager() as tokens:
-        tokens.register("acme", creds(idp, client_secret="wrong"))
+        tokens.register("acme", creds(idp, auth=ClientSecretBasic("wrong")))
         errors: list[BaseException] = []
 
         async def one() -> None:
@@ -196,20 +201,18 @@ async def test_scope_order_and_explicit_defaults_share_a_slot(idp):
 # -- client authentication -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["client_secret_basic", "client_secret_post"])
+@pytest.mark.parametrize("method", [ClientSecretBasic, ClientSecretPost])
 async def test_secret_with_special_characters(method):
     """A secret with ':', '+', '%', space and non-ASCII authenticates with either method."""
     async with IdentityProvider() as idp, TokenManager() as tokens:
         idp.add_client("acme:1 ü", NASTY_SECRET)
-        tokens.register(
-            "acme", creds(idp, "acme:1 ü", client_secret=NASTY_SECRET, auth_method=method)
-        )
+        tokens.register("acme", creds(idp, "acme:1 ü", method(NASTY_SECRET)))
         await tokens.get_token("acme")
         record = idp.requests[-1]
         assert record.status == 200
-        assert record.auth_method == method
+        assert record.auth_method == method.method
         assert record.client_id == "acme:1 ü"
-        assert ("client_id" in record.form) == (method == "client_secret_post")
+        assert ("client_id" in record.form) == (method is ClientSecretPost)
 
 
 async def test_dwolla_profile_uses_basic_on_token_path():
@@ -228,7 +231,7 @@ async def test_dwolla_legacy_profile_uses_form_body():
     """Dwolla legacy (form body on /oauth/v2/token) works with client_secret_post only."""
     async with IdentityProvider(profile="dwolla-legacy") as idp, TokenManager() as tokens:
         idp.add_client("acme", SECRET)
-        tokens.register("post", creds(idp, auth_method="client_secret_post"))
+        tokens.register("post", creds(idp, auth=ClientSecretPost(SECRET)))
         tokens.register("basic", creds(idp))
         token = await tokens.get_token("post")
         assert token.expires_in == 3600
@@ -241,7 +244,7 @@ async def test_auth0_needs_an_audience():
     """Auth0 without an audience refuses with access_denied/403; with one it gives a token."""
     async with IdentityProvider(profile="auth0") as idp, TokenManager() as tokens:
         idp.add_client("acme", SECRET)
-        tokens.register("acme", creds(idp, auth_method="client_secret_post"))
+        tokens.register("acme", creds(idp, auth=ClientSecretPost(SECRET)))
         with pytest.raises(TokenRequestRefused) as refused:
             await tokens.get_token("acme")
         assert refused.value.error == "access_denied"
@@ -301,7 +304,7 @@ async def test_retries_are_bounded(idp, no_retry_wait):
 async def test_invalid_client_is_not_retried(idp, no_retry_wait):
     """invalid_client maps to TokenRequestRefused(401) after one request, secret unmentioned."""
     async with TokenManager() as tokens:
-        tokens.register("acme", creds(idp, client_secret="wrong-secret-xyz"))
+        tokens.register("acme", creds(idp, auth=ClientSecretBasic("wrong-secret-xyz")))
         with pytest.raises(TokenRequestRefused) as exc:
             await tokens.get_token("acme")
         assert idp.token_requests == 1
@@ -319,7 +322,7 @@ async def test_invalid_client_is_not_retried(idp, no_retry_wait):
 async def test_register_replaces_credentials_and_forgets_failure(idp):
     """Registering corrected credentials clears the remembered refusal at once."""
     async with TokenManager() as tokens:
-        tokens.register("acme", creds(idp, client_secret="wrong"))
+        tokens.register("acme", creds(idp, auth=ClientSecretBasic("wrong")))
         with pytest.raises(TokenRequestRefused):
             await tokens.get_token("acme")
         tokens.register("acme", creds(idp))
@@ -548,7 +551,9 @@ async def test_bad_tenant_does_not_break_others(idp, no_retry_wait):
     async with TokenManager() as tokens:
         tokens.register(
             "bad",
-            ClientCredentials(token_url=closed_port_url(), client_id="bad", client_secret=SECRET),
+            ClientCredentials(
+                token_url=closed_port_url(), client_id="bad", auth=ClientSecretBasic(SECRET)
+            ),
         )
         tokens.register("good", creds(idp))
 
@@ -600,7 +605,7 @@ async def test_repr_counts_slots_not_key_spellings(idp):
     """repr() and stats() agree on the number of slots when a key has two spellings."""
     secret = idp.clients["acme"].secret
     creds = ClientCredentials(
-        token_url=idp.token_url, client_id="acme", client_secret=secret, audience="api"
+        token_url=idp.token_url, client_id="acme", auth=ClientSecretBasic(secret), audience="api"
     )
     async with TokenManager() as tokens:
         tokens.register("acme", creds)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tokenflight import ClientCredentials, ConfigurationError, TokenManager
+from tokenflight import ClientCredentials, ClientSecretBasic, ConfigurationError, TokenManager
 from tokenflight.testing import IdentityProvider
 
 pytestmark = pytest.mark.anyio
@@ -15,7 +15,7 @@ B = "https://b.example/api"
 
 def creds(idp: IdentityProvider, **kwargs) -> ClientCredentials:
     return ClientCredentials(
-        token_url=idp.token_url, client_id="acme", client_secret="s3cret", **kwargs
+        token_url=idp.token_url, client_id="acme", auth=ClientSecretBasic("s3cret"), **kwargs
     )
 
 
@@ -66,5 +66,8 @@ def test_bad_resources_are_configuration_errors(bad):
     """An empty list, a relative URI, a fragment or a non-string is a ConfigurationError."""
     with pytest.raises(ConfigurationError):
         ClientCredentials(
-            token_url="https://idp.example/t", client_id="c", client_secret="s", resource=bad
+            token_url="https://idp.example/t",
+            client_id="c",
+            auth=ClientSecretBasic("s"),
+            resource=bad,
         )
