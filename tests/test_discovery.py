@@ -6,7 +6,15 @@ import anyio
 import pytest
 from joserfc.jwk import RSAKey
 
-from tokenflight import ClientCredentials, ConfigurationError, TokenManager
+from tokenflight import (
+    ClientAuth,
+    ClientCredentials,
+    ClientSecret,
+    ClientSecretBasic,
+    ConfigurationError,
+    PrivateKeyJWT,
+    TokenManager,
+)
 from tokenflight._discovery import metadata_urls
 from tokenflight.testing import IdentityProvider
 
@@ -15,17 +23,21 @@ pytestmark = pytest.mark.anyio
 LONG_SECRET = "a-client-secret-of-more-than-32-bytes!"
 
 
-async def one_token(idp: IdentityProvider, **kwargs) -> None:
-    kwargs.setdefault("client_secret", "s3cret")
-    creds = ClientCredentials(issuer=idp.url, client_id="acme", **kwargs)
+def discovering(idp: IdentityProvider, auth: ClientAuth | None) -> ClientCredentials:
+    """Credentials with the issuer only, authenticating with `auth` (default: a ClientSecret)."""
+    auth = ClientSecret("s3cret") if auth is None else auth
+    return ClientCredentials(issuer=idp.url, client_id="acme", auth=auth)
+
+
+async def one_token(idp: IdentityProvider, auth: ClientAuth | None = None) -> None:
+    creds = discovering(idp, auth)
     async with TokenManager() as tokens:
         tokens.register("t", creds)
         assert (await tokens.get_token("t")).access_token
 
 
-async def config_error(idp: IdentityProvider, **kwargs) -> ConfigurationError:
-    kwargs.setdefault("client_secret", "s3cret")
-    creds = ClientCredentials(issuer=idp.url, client_id="acme", **kwargs)
+async def config_error(idp: IdentityProvider, auth: ClientAuth | None = None) -> ConfigurationError:
+    creds = discovering(idp, auth)
     async with TokenManager() as tokens:
         tokens.register("t", creds)
         with pytest.raises(ConfigurationError) as caught:
@@ -38,7 +50,7 @@ async def test_token_endpoint_is_discovered_from_rfc8414_metadata():
     async with IdentityProvider(profile="dwolla") as idp:
         idp.add_client("acme", "s3cret")
         idp.metadata_documents = {"oauth-authorization-server"}
-        await one_token(idp, auth_method="client_secret_basic")
+        await one_token(idp, ClientSecretBasic("s3cret"))
         assert idp.metadata_requests == 1
         assert idp.requests[0].auth_method == "client_secret_basic"
 
@@ -54,12 +66,12 @@ async def test_openid_configuration_is_the_fallback():
 
 
 async def test_discovered_method_is_what_the_registration_most_likely_allows():
-    """Without auth_method: private_key_jwt for a key, Basic for a secret that could sign."""
+    """A PrivateKeyJWT is used as given; a ClientSecret that could sign still gets Basic."""
     key = RSAKey.generate_key(2048, private=True)
     async with IdentityProvider() as idp:  # its metadata lists client_secret_jwt too
         idp.add_client("acme", LONG_SECRET, public_key=key.as_dict(private=False))
-        await one_token(idp, client_secret=None, private_key=key.as_pem(private=True).decode())
-        await one_token(idp, client_secret=LONG_SECRET)
+        await one_token(idp, PrivateKeyJWT(key.as_pem(private=True).decode()))
+        await one_token(idp, ClientSecret(LONG_SECRET))
         methods = [r.auth_method for r in idp.requests]
         assert methods == ["private_key_jwt", "client_secret_basic"]
 
@@ -82,7 +94,7 @@ async def test_method_choice_follows_the_metadata(offered, expected):
     async with IdentityProvider() as idp:
         idp.add_client("acme", LONG_SECRET)
         idp.metadata_overrides = {"token_endpoint_auth_methods_supported": offered}
-        await one_token(idp, client_secret=LONG_SECRET)  # long enough for client_secret_jwt
+        await one_token(idp, ClientSecret(LONG_SECRET))  # long enough for client_secret_jwt
         assert idp.requests[0].auth_method == expected
 
 
@@ -90,8 +102,8 @@ async def test_only_client_secret_jwt_listed_is_a_configuration_error():
     """A secret at a server listing only client_secret_jwt: a ConfigurationError, no guess."""
     async with IdentityProvider() as idp:
         idp.metadata_overrides = {"token_endpoint_auth_methods_supported": ["client_secret_jwt"]}
-        error = await config_error(idp, client_secret=LONG_SECRET)
-        assert "set auth_method='client_secret_jwt' if the client is registered" in str(error)
+        error = await config_error(idp, ClientSecret(LONG_SECRET))
+        assert "use auth=ClientSecretJWT(secret) if the client is registered" in str(error)
         assert idp.token_requests == 0
 
 
@@ -131,7 +143,7 @@ async def test_metadata_is_fetched_once_for_concurrent_tenants():
             tokens.register(
                 f"t{n}",
                 ClientCredentials(
-                    issuer=idp.url, client_id="acme", client_secret="s3cret", scopes=(f"s{n}",)
+                    issuer=idp.url, client_id="acme", auth=ClientSecret("s3cret"), scopes=(f"s{n}",)
                 ),
             )
         async with anyio.create_task_group() as tg:
