@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import secrets
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from pathlib import Path
@@ -23,10 +21,16 @@ from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 from cryptography.fernet import Fernet, InvalidToken
 
-from helpers import api_server, free_port, wait_until
+from helpers import api_server
+from redis_helpers import (
+    REDIS_HOST,
+    REDIS_PORT,
+    Issuer,
+    answers,
+    creds,
+    raw_entries,
+)
 from tokenflight import (
-    ClientCredentials,
-    ClientSecretBasic,
     ConfigurationError,
     RefreshPolicy,
     RetryPolicy,
@@ -37,22 +41,11 @@ from tokenflight import (
 from tokenflight.redis import RedisTokenStore
 from tokenflight.testing import Fault, IdentityProvider
 
-REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
 WORKER = Path(__file__).with_name("fleet_worker.py")
 
 
-def _answers(port: int) -> bool:
-    try:
-        with redis.Redis(
-            host=REDIS_HOST, port=port, socket_connect_timeout=0.5, socket_timeout=0.5
-        ) as client:
-            return bool(client.ping())
-    except redis.RedisError:
-        return False
-
-
-if not _answers(REDIS_PORT):
+if not answers(REDIS_PORT):
     reason = f"no Redis answers at {REDIS_HOST}:{REDIS_PORT}; start one with `redis-server`"
     if os.environ.get("CI"):
         pytest.fail(f"{reason} (CI is set, so this is a failure)", pytrace=False)
@@ -74,48 +67,6 @@ def prefix() -> Iterator[str]:
         keys = list(client.scan_iter(match=name + "*"))
         if keys:
             client.delete(*keys)
-
-
-def raw_entries(prefix: str, port: int = REDIS_PORT) -> dict[str, bytes]:
-    with redis.Redis(host=REDIS_HOST, port=port, socket_timeout=1) as client:
-        return {
-            key.decode(): client.get(key)
-            for key in client.scan_iter(match=prefix + "*")
-            if not key.endswith(b":lock")
-        }
-
-
-def creds(idp: IdentityProvider, client_id: str) -> ClientCredentials:
-    return ClientCredentials(
-        token_url=idp.token_url,
-        client_id=client_id,
-        auth=ClientSecretBasic("s3cret"),
-    )
-
-
-def make_token(access_token: str, lifetime: float = 60.0, age: float = 0.0) -> Token:
-    now = anyio.current_time()
-    return Token(
-        access_token=access_token,
-        expires_in=lifetime,
-        obtained_at=now - age,
-        expires_at=now - age + lifetime,
-        scope=("read",),
-        extra={"tenant": "acme"},
-    )
-
-
-class Issuer:
-    """A `fetch_new` that counts its calls and issues numbered tokens."""
-
-    def __init__(self, lifetime: float = 60.0, age: float = 0.0) -> None:
-        self.calls = 0
-        self.lifetime = lifetime
-        self.age = age
-
-    async def __call__(self) -> Token:
-        self.calls += 1
-        return make_token(f"tok-{secrets.token_hex(8)}", self.lifetime, self.age)
 
 
 @pytest.fixture
@@ -328,98 +279,6 @@ def test_trio_is_refused_with_a_clear_error() -> None:
         anyio.run(use, backend="trio")
 
 
-# -- Redis trouble ---------------------------------------------------------------------
-
-
-def outage_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if "unavailable" in r.getMessage()]
-
-
-async def test_unreachable_redis_from_the_start_still_delivers_tokens(
-    prefix: str, idp: IdentityProvider, caplog: pytest.LogCaptureFixture
-) -> None:
-    """With nothing listening, every tenant still gets its token; one warning is logged."""
-    caplog.set_level(logging.INFO, logger="tokenflight")
-    store = RedisTokenStore(f"redis://127.0.0.1:{free_port(REDIS_HOST)}/0", prefix=prefix)
-    async with TokenManager(store=store) as tokens:
-        for i in range(5):
-            idp.add_client(f"c{i}", "s3cret")
-            tokens.register(f"t{i}", creds(idp, f"c{i}"))
-        async with anyio.create_task_group() as tg:
-            for i in range(5):
-                tg.start_soon(tokens.get_token, f"t{i}")
-        got = [await tokens.get_token(f"t{i}") for i in range(5)]
-    assert len({t.access_token for t in got}) == 5
-    assert idp.token_requests == 5
-    stats = store.stats()
-    assert (stats.fallbacks, stats.outages, stats.redis_available) == (5, 1, False)
-    assert len(outage_warnings(caplog)) == 1
-    assert all(t.access_token not in caplog.text for t in got)
-
-
-NO_PERSISTENCE = ["--save", "", "--appendonly", "no"]
-
-
-def start_redis(port: int) -> subprocess.Popen[bytes]:
-    server = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", REDIS_HOST, *NO_PERSISTENCE],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    for _ in range(100):
-        if _answers(port):
-            return server
-        if server.poll() is not None:
-            break
-        time.sleep(0.05)
-    server.kill()
-    raise RuntimeError(f"redis-server did not start on port {port}")
-
-
-async def test_redis_stopping_and_coming_back(
-    prefix: str, idp: IdentityProvider, caplog: pytest.LogCaptureFixture
-) -> None:
-    """Killing Redis mid-run costs no token (one warning); sharing resumes when it returns."""
-    caplog.set_level(logging.INFO, logger="tokenflight")
-    port = free_port(REDIS_HOST)
-    server = start_redis(port)
-    store = RedisTokenStore(f"redis://127.0.0.1:{port}/0", prefix=prefix, retry_interval=0.2)
-    try:
-        async with TokenManager(store=store) as tokens:
-            for i in range(20):
-                idp.add_client(f"c{i}", "s3cret")
-                tokens.register(f"t{i}", creds(idp, f"c{i}"))
-            await tokens.get_token("t0")
-            assert len(raw_entries(prefix, port)) == 1
-
-            server.kill()
-            server.wait()
-            async with anyio.create_task_group() as tg:  # callers during the outage
-                for i in range(1, 8):
-                    tg.start_soon(tokens.get_token, f"t{i}")
-            for i in range(8, 11):
-                await tokens.get_token(f"t{i}")
-            assert store.stats().fallbacks == 10
-            assert len(outage_warnings(caplog)) == 1
-
-            server = start_redis(port)
-            with anyio.fail_after(5):
-                i = 11
-                while not raw_entries(prefix, port):  # a new fetch writes to Redis again
-                    await anyio.sleep(0.25)
-                    await tokens.get_token(f"t{i}")
-                    i += 1
-        stats = store.stats()
-        assert stats.redis_available
-        assert stats.outages == 1
-        assert len(outage_warnings(caplog)) == 1
-        assert sum("available again" in r.getMessage() for r in caplog.records) == 1
-        assert idp.token_requests == i
-    finally:
-        server.kill()
-        server.wait()
-
-
 # -- a real fleet ----------------------------------------------------------------------
 
 
@@ -568,82 +427,6 @@ async def test_errors_from_fetch_new_release_the_lock(prefix: str) -> None:
 
 
 # -- the fleet-wide lock: renewed, never orphaned, waiters bounded --------------------
-
-
-@pytest.fixture
-def private_redis() -> Iterator[tuple[str, redis.Redis]]:
-    """A redis-server of this test's own (it may be paused) and an admin client to it."""
-    port = free_port(REDIS_HOST)
-    server = start_redis(port)
-    admin = redis.Redis(host=REDIS_HOST, port=port, socket_timeout=5)
-    try:
-        yield f"redis://{REDIS_HOST}:{port}/0", admin
-    finally:
-        admin.close()
-        server.kill()
-        server.wait()
-
-
-async def orphan_a_lock(
-    url: str, admin: redis.Redis, prefix: str, **options: Any
-) -> RedisTokenStore:
-    """Make a store's lock request time out while Redis pauses writes, then let it run.
-
-    Returns the store (its token came from a fallback) once Redis holds the lock that the
-    timed-out request took with nobody owning it.
-    """
-    store = RedisTokenStore(url, prefix=prefix, **options)
-    await store.fetch("warm-up", Issuer(), min_ttl=0)  # connection and scripts are ready
-    admin.client_pause(60_000, all=False)  # pause writes (and scripts) only
-    try:
-        issuer = Issuer()
-        await store.fetch("k", issuer, min_ttl=0)  # reads fine, the lock request stalls
-        assert issuer.calls == 1
-        assert store.stats().fallbacks == 1
-    finally:
-        admin.client_unpause()
-    await wait_until(lambda: admin.exists(prefix + "k:lock") == 1)
-    return store
-
-
-@pytest.mark.slow
-async def test_a_lock_orphaned_by_a_stalled_redis_costs_at_most_one_lock_ttl(
-    prefix: str, private_redis: tuple[str, redis.Redis]
-) -> None:
-    """A lock request that ran after it timed out leaves a lock of at most lock_ttl."""
-    url, admin = private_redis
-    a = await orphan_a_lock(url, admin, prefix)
-    b = RedisTokenStore(url, prefix=prefix)
-    try:
-        assert 0 < admin.pttl(prefix + "k:lock") <= 5_000  # the default lock_ttl, 5 s
-        issuer = Issuer()
-        with anyio.fail_after(3 * 5.0 + 5):  # generous: this only guards against a hang
-            await b.fetch("k", issuer, min_ttl=0)
-        assert issuer.calls == 1
-        assert b.stats().lock_takeovers == 1
-    finally:
-        await a.aclose()
-        await b.aclose()
-
-
-async def test_the_process_whose_lock_request_timed_out_deletes_that_lock(
-    prefix: str, private_redis: tuple[str, redis.Redis]
-) -> None:
-    """The orphaned lock goes at the store's next successful Redis operation."""
-    url, admin = private_redis
-    a = await orphan_a_lock(url, admin, prefix, retry_interval=0)
-    b = RedisTokenStore(url, prefix=prefix)
-    try:
-        await a.fetch("other", Issuer(), min_ttl=0)
-        assert admin.exists(prefix + "k:lock") == 0
-        issuer = Issuer()
-        with anyio.fail_after(5):
-            await b.fetch("k", issuer, min_ttl=0)
-        stats = b.stats()
-        assert (issuer.calls, stats.fetches_avoided, stats.lock_takeovers) == (1, 0, 0)
-    finally:
-        await a.aclose()
-        await b.aclose()
 
 
 class Stalled:
