@@ -1,10 +1,10 @@
-"""auth_method="auto": Basic first, the form body once on invalid_client, then remembered."""
+"""ClientSecret with a token_url: Basic first, the form body once on invalid_client, remembered."""
 
 from __future__ import annotations
 
 import pytest
 
-from tokenflight import ClientCredentials, TokenManager, TokenRequestRefused
+from tokenflight import ClientCredentials, ClientSecret, TokenManager, TokenRequestRefused
 from tokenflight.testing import IdentityProvider
 
 pytestmark = pytest.mark.anyio
@@ -14,8 +14,7 @@ def auto(idp: IdentityProvider, secret: str = "s3cret", **kwargs) -> ClientCrede
     return ClientCredentials(
         token_url=idp.token_url,
         client_id="acme",
-        client_secret=secret,
-        auth_method="auto",
+        auth=ClientSecret(secret),
         **kwargs,
     )
 

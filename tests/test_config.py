@@ -8,6 +8,10 @@ import pytest
 
 from tokenflight import (
     ClientCredentials,
+    ClientSecret,
+    ClientSecretBasic,
+    ClientSecretJWT,
+    ClientSecretPost,
     ConfigurationError,
     RefreshPolicy,
     RetryPolicy,
@@ -23,7 +27,11 @@ URL = "https://idp.example/oauth/token"
 
 
 def make(**kwargs) -> ClientCredentials:
-    values: dict[str, object] = {"token_url": URL, "client_id": "acme", "client_secret": SECRET}
+    values: dict[str, object] = {
+        "token_url": URL,
+        "client_id": "acme",
+        "auth": ClientSecretBasic(SECRET),
+    }
     values.update(kwargs)
     return ClientCredentials(**values)  # type: ignore[arg-type]
 
@@ -64,11 +72,10 @@ def test_plain_http_allowed_on_request():
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"client_secret": ""},
-        {"client_secret": None},
+        {"auth": None},
+        {"auth": SECRET},
+        {"auth": "client_secret_basic"},
         {"client_id": ""},
-        {"auth_method": "private_key_jwt_typo"},
-        {"auth_method": "basic"},
         {"extra_params": {"grant_type": "password"}},
         {"extra_params": {"client_secret": "x"}},
         {"extra_params": {"n": 1}},
@@ -80,10 +87,20 @@ def test_plain_http_allowed_on_request():
     ],
 )
 def test_invalid_credentials_are_configuration_errors(kwargs):
-    """A missing secret, unknown auth_method, reserved extra_params and bad scopes are refused."""
+    """A missing or non-value auth, reserved extra_params and bad scopes are refused."""
     with pytest.raises(ConfigurationError) as exc:
         make(**kwargs)
     assert SECRET not in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    "method", [ClientSecretBasic, ClientSecretPost, ClientSecret, ClientSecretJWT]
+)
+@pytest.mark.parametrize("secret", ["", None])
+def test_empty_secret_is_a_configuration_error(method, secret):
+    """Each secret method refuses an empty or missing secret when the value is made."""
+    with pytest.raises(ConfigurationError, match="the client secret is empty or not a string"):
+        method(secret)
 
 
 def test_credentials_normalise_values():
@@ -97,10 +114,11 @@ def test_credentials_normalise_values():
 
 def test_credentials_never_show_the_secret():
     """repr and str of ClientCredentials show the client id but never the secret."""
-    creds = make(auth_method="client_secret_post")
+    creds = make(auth=ClientSecretPost(SECRET))
     for text in (repr(creds), str(creds)):
         assert SECRET not in text
         assert "acme" in text
+    assert SECRET not in repr(creds.auth)
     assert SECRET not in repr(dataclasses.replace(creds, client_id="other"))
 
 
@@ -108,7 +126,9 @@ def test_credentials_are_frozen_and_hashable():
     """ClientCredentials is immutable, equal by value and hashable."""
     creds = make()
     with pytest.raises(dataclasses.FrozenInstanceError):
-        creds.client_secret = "x"  # type: ignore[misc]
+        creds.auth = ClientSecretBasic("x")  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        creds.client_auth.secret = "x"  # type: ignore[attr-defined]
     assert creds == make()
     assert hash(creds) == hash(make())
 
