@@ -56,14 +56,16 @@ def _stack_client(stack: str, **kwargs: Any) -> Any:
 @asynccontextmanager
 async def _tokenflight(spec: Row) -> AsyncIterator[list[Call]]:
     """`tokens.client(tenant, stack=...)`, or a default client with `auth=tokens.auth(tenant)`."""
-    from tokenflight import ClientCredentials, TokenManager
+    from tokenflight import ClientCredentials, ClientSecretBasic, TokenManager
 
     stack = spec["stack"]
     url = spec["resource_url"]
     async with TokenManager(http=stack) as tokens, AsyncExitStack() as closing:
         for tenant in spec["tenants"]:
             creds = ClientCredentials(
-                token_url=spec["token_url"], client_id=tenant, client_secret=spec["secret"]
+                token_url=spec["token_url"],
+                client_id=tenant,
+                auth=ClientSecretBasic(spec["secret"]),
             )
             tokens.register(tenant, creds)
         if spec["contender"] == TOKENFLIGHT:

@@ -96,14 +96,16 @@ def _token_handler() -> Any:
 
 
 async def _b5_child(spec: dict[str, Any]) -> dict[str, Any]:
-    from tokenflight import ClientCredentials, TokenManager
+    from tokenflight import ClientCredentials, ClientSecretBasic, TokenManager
 
     url = "http://127.0.0.1:9/oauth/token"  # never contacted: MockTransport answers
     http = httpx.AsyncClient(transport=httpx.MockTransport(_token_handler()))
     deadline = time.perf_counter() + spec["limit"]
     points: list[dict[str, Any]] = []
     async with TokenManager(http_client=http, max_concurrent_fetches=64) as tokens:
-        tokens.register("warm", ClientCredentials(token_url=url, client_id="w", client_secret="s"))
+        tokens.register(
+            "warm", ClientCredentials(token_url=url, client_id="w", auth=ClientSecretBasic("s"))
+        )
         await tokens.get_token("warm")
         gc.collect()
         base = _rss()
@@ -112,7 +114,9 @@ async def _b5_child(spec: dict[str, Any]) -> dict[str, Any]:
             while done < target and time.perf_counter() < deadline:
                 batch = [f"t{i}" for i in range(done, min(target, done + 2000))]
                 for name in batch:
-                    creds = ClientCredentials(token_url=url, client_id=name, client_secret="s")
+                    creds = ClientCredentials(
+                        token_url=url, client_id=name, auth=ClientSecretBasic("s")
+                    )
                     tokens.register(name, creds)
                 await asyncio.gather(*(tokens.get_token(name) for name in batch))
                 done += len(batch)

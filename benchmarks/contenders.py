@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import anyio
 import httpx
 
-from tokenflight import ClientCredentials, TokenManager
+from tokenflight import ClientCredentials, ClientSecretBasic, TokenManager
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -113,7 +113,7 @@ class Tokenflight(Contender):
 
     def add_tenant(self, tenant: str) -> None:
         creds = ClientCredentials(
-            token_url=self.token_url, client_id=tenant, client_secret=self.secret
+            token_url=self.token_url, client_id=tenant, auth=ClientSecretBasic(self.secret)
         )
         self.manager.register(tenant, creds)
         self._auths[tenant] = self.manager.auth(tenant)

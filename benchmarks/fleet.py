@@ -29,7 +29,7 @@ import anyio
 import anyio.to_thread
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from tokenflight import ClientCredentials, RefreshPolicy, TokenManager
+from tokenflight import ClientCredentials, ClientSecretBasic, RefreshPolicy, TokenManager
 from tokenflight.redis import RedisTokenStore
 from tokenflight.testing import IdentityProvider
 
@@ -52,7 +52,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def credentials(token_url: str, client_id: str) -> ClientCredentials:
-    return ClientCredentials(token_url=token_url, client_id=client_id, client_secret="s3cret")
+    return ClientCredentials(
+        token_url=token_url, client_id=client_id, auth=ClientSecretBasic("s3cret")
+    )
 
 
 REFRESH = RefreshPolicy(fraction=0.5, jitter=0.1)

@@ -29,7 +29,15 @@ from dataclasses import dataclass, field
 import anyio
 import anyio.abc
 
-from tokenflight import ClientCredentials, RetryPolicy, TokenError, TokenManager
+from tokenflight import (
+    ClientCredentials,
+    ClientSecret,
+    ClientSecretBasic,
+    ClientSecretPost,
+    RetryPolicy,
+    TokenError,
+    TokenManager,
+)
 from tokenflight.testing import IdentityProvider
 
 SECRET = "hostile-secret-never-sent-away"
@@ -161,7 +169,9 @@ async def run_attack(
     """Run one attack against a victim tenant while a healthy tenant keeps fetching."""
     async with IdentityProvider() as idp, hostile_server(attack.answer, gated=True) as hostile:
         idp.add_client("good", SECRET)
-        healthy = ClientCredentials(token_url=idp.token_url, client_id="good", client_secret=SECRET)
+        healthy = ClientCredentials(
+            token_url=idp.token_url, client_id="good", auth=ClientSecretBasic(SECRET)
+        )
         victim = _victim_credentials(attack, hostile.url)
 
         async def resolver(tenant: str) -> ClientCredentials | None:
@@ -180,13 +190,12 @@ async def run_attack(
 def _victim_credentials(attack: Attack, url: str) -> ClientCredentials:
     if attack.discovered:
         return ClientCredentials(
-            issuer=url, client_id="acme", client_secret=SECRET, allow_insecure_http=True
+            issuer=url, client_id="acme", auth=ClientSecret(SECRET), allow_insecure_http=True
         )
     return ClientCredentials(
         token_url=url + "/oauth/token",
         client_id="acme",
-        client_secret=SECRET,
-        auth_method="client_secret_post",
+        auth=ClientSecretPost(SECRET),
     )
 
 

@@ -19,7 +19,7 @@ import httpx
 import trio
 import trio.testing
 
-from tokenflight import ClientCredentials, RefreshPolicy, TokenManager
+from tokenflight import ClientCredentials, ClientSecretBasic, RefreshPolicy, TokenManager
 
 QUICK: dict[str, Any] = {"b9_tenants": 1_000, "b9_day": 86_400.0}
 FULL: dict[str, Any] = {**QUICK}
@@ -48,7 +48,9 @@ async def _day(tenants: int, day: float, seed: int) -> dict[str, Any]:
             tokens.register(
                 f"t{n}",
                 ClientCredentials(
-                    token_url="https://idp.example/token", client_id=f"c{n}", client_secret="x"
+                    token_url="https://idp.example/token",
+                    client_id=f"c{n}",
+                    auth=ClientSecretBasic("x"),
                 ),
             )
         start = anyio.current_time()

@@ -30,7 +30,7 @@ import anyio  # noqa: E402
 
 from idp_process import SECRET, Admin, IdPProcess  # noqa: E402
 from scenarios import Env, describe, tenant_ids  # noqa: E402
-from tokenflight import ClientCredentials, TokenManager  # noqa: E402
+from tokenflight import ClientCredentials, ClientSecretBasic, TokenManager  # noqa: E402
 
 TARGET_S = 0.5
 QUICK: dict[str, Any] = {"fair_rounds": 1, "fair_slow_tenants": 30, "fair_slow_latency": 3.0}
@@ -81,11 +81,15 @@ async def _round(
         for tenant in slow_ids:
             tokens.register(
                 tenant,
-                ClientCredentials(token_url=slow_url, client_id=tenant, client_secret=SECRET),
+                ClientCredentials(
+                    token_url=slow_url, client_id=tenant, auth=ClientSecretBasic(SECRET)
+                ),
             )
         tokens.register(
             healthy,
-            ClientCredentials(token_url=env.token_url, client_id=healthy, client_secret=SECRET),
+            ClientCredentials(
+                token_url=env.token_url, client_id=healthy, auth=ClientSecretBasic(SECRET)
+            ),
         )
         started = time.perf_counter()
 

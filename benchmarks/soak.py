@@ -20,7 +20,14 @@ from dataclasses import dataclass, field
 import anyio
 import httpx
 
-from tokenflight import ClientCredentials, RefreshPolicy, RetryPolicy, TokenError, TokenManager
+from tokenflight import (
+    ClientCredentials,
+    ClientSecretBasic,
+    RefreshPolicy,
+    RetryPolicy,
+    TokenError,
+    TokenManager,
+)
 from tokenflight.testing import Fault, IdentityProvider
 
 FAULTS = (
@@ -130,7 +137,9 @@ async def run_soak(config: SoakConfig) -> SoakResult:
             tm.register(
                 tenant,
                 ClientCredentials(
-                    token_url=idp.token_url, client_id=tenant, client_secret=f"secret-{tenant}"
+                    token_url=idp.token_url,
+                    client_id=tenant,
+                    auth=ClientSecretBasic(f"secret-{tenant}"),
                 ),
             )
         expected_requests = config.tenants * (config.duration / config.lifetime + 2) * 3
