@@ -11,7 +11,15 @@ from urllib.parse import quote, quote_plus
 import anyio
 import pytest
 
-from tokenflight import ClientCredentials, RetryPolicy, TokenError, TokenManager
+from tokenflight import (
+    ClientCredentials,
+    ClientSecret,
+    ClientSecretBasic,
+    ClientSecretPost,
+    RetryPolicy,
+    TokenError,
+    TokenManager,
+)
 from tokenflight._redact import exception_chain
 from tokenflight.testing import Fault, IdentityProvider
 
@@ -36,8 +44,8 @@ def forbidden(secret: str, tokens: list[str]) -> list[str]:
     return [secret, quote_plus(secret), encoded, basic, *tokens]
 
 
-@pytest.mark.parametrize("auth_method", ["client_secret_basic", "client_secret_post"])
-async def test_no_secret_or_token_leaks_across_faults(caplog, auth_method):
+@pytest.mark.parametrize("method", [ClientSecretBasic, ClientSecretPost])
+async def test_no_secret_or_token_leaks_across_faults(caplog, method):
     """Logs (DEBUG), errors, chained causes and reprs never show the secret or a token."""
     caplog.set_level(logging.DEBUG)
     secret = "S3CR3T-" + secrets.token_hex(12)
@@ -46,14 +54,9 @@ async def test_no_secret_or_token_leaks_across_faults(caplog, auth_method):
     tokens: list[str] = [planted]
     async with IdentityProvider() as idp, IdentityProvider() as other:
         idp.add_client("acme", secret)
-        good = ClientCredentials(
-            token_url=idp.token_url, client_id="acme", client_secret=secret, auth_method=auth_method
-        )
+        good = ClientCredentials(token_url=idp.token_url, client_id="acme", auth=method(secret))
         bad = ClientCredentials(
-            token_url=idp.token_url,
-            client_id="acme",
-            client_secret=secret + "-wrong",
-            auth_method=auth_method,
+            token_url=idp.token_url, client_id="acme", auth=method(secret + "-wrong")
         )
         faults = [
             Fault(status=503),
@@ -99,7 +102,9 @@ async def test_token_and_credentials_reprs_hide_values():
     secret = "S3CR3T-" + secrets.token_hex(12)
     async with IdentityProvider() as idp:
         idp.add_client("acme", secret)
-        good = ClientCredentials(token_url=idp.token_url, client_id="acme", client_secret=secret)
+        good = ClientCredentials(
+            token_url=idp.token_url, client_id="acme", auth=ClientSecretBasic(secret)
+        )
         async with TokenManager(retry=RETRY) as tm:
             tm.register("acme", good)
             token = await tm.get_token("acme")
@@ -142,7 +147,7 @@ def test_configuration_errors_never_quote_a_url_password(field, url):
 
     kwargs = {field: url}
     with pytest.raises(ConfigurationError) as info:
-        ClientCredentials(client_id="acme", client_secret="x", **kwargs)
+        ClientCredentials(client_id="acme", auth=ClientSecret("x"), **kwargs)
     assert "S3CR3T" not in str(info.value)
     assert field in str(info.value)
 
@@ -154,10 +159,10 @@ def test_discovered_token_endpoint_password_is_not_quoted():
 
     document = {"issuer": "https://idp.example", "token_endpoint": "htps://u:S3CR3T@idp.example/t"}
     with pytest.raises(ConfigurationError) as info:
-        _parse(document, "https://idp.example", "https://idp.example/.well-known/x", False)
+        _parse(document, 3600.0, "https://idp.example", "https://idp.example/.well-known/x", False)
     assert "S3CR3T" not in str(info.value)
     assert "u:***@idp.example" in str(info.value)
     document = {"issuer": "https://u:S3CR3T@evil.example"}
     with pytest.raises(ConfigurationError) as info:
-        _parse(document, "https://idp.example", "https://idp.example/.well-known/x", False)
+        _parse(document, 3600.0, "https://idp.example", "https://idp.example/.well-known/x", False)
     assert "S3CR3T" not in str(info.value)
