@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from io import StringIO
 from pathlib import Path
 
+import anyio
 import pytest
 from anyio.from_thread import start_blocking_portal
 
@@ -435,3 +436,95 @@ def test_help_shows_the_defaults(command, shown, capsys):
     out = " ".join(capsys.readouterr().out.split())
     for text in shown:
         assert text in out
+
+
+# -- demo progress and summary ---------------------------------------------------------
+
+
+class Terminal(StringIO):
+    """Output that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_demo_output_is_plain_when_not_a_terminal():
+    """Not on a terminal, the demo prints plain lines: no carriage returns, no escapes."""
+    code, out = run("demo", "--duration", "1", "--workers", "4", "--tenants", "2")
+    assert code == 0
+    assert "\r" not in out
+    assert "\x1b" not in out
+    assert re.search(r"^Summary$", out, re.MULTILINE), out
+    assert re.search(r"^  calls made\s+[1-9]\d* \(", out, re.MULTILINE), out
+
+
+def test_plain_progress_is_a_line_every_few_seconds():
+    """Plain progress prints the fields as one line, then holds back until PLAIN_EVERY."""
+    from tokenflight._live import live_progress
+
+    out = StringIO()
+    with live_progress(out) as progress:
+        assert not progress.is_live
+        progress.update([("elapsed", "1.0/20s"), ("calls/s", "512"), ("401s", "0")])
+        progress.update([("elapsed", "2.0/20s"), ("calls/s", "498"), ("401s", "0")])
+    assert out.getvalue() == "  elapsed 1.0/20s   calls/s 512   401s 0\n"
+
+
+def test_on_a_terminal_progress_is_live_and_the_summary_a_table():
+    """With rich on a terminal, progress is redrawn in place and the summary is a table."""
+    from tokenflight._live import live_progress, print_summary
+
+    out = Terminal()
+    with live_progress(out) as progress:
+        assert progress.is_live
+        progress.update([("elapsed", "1.0/20s")])
+    print_summary(out, "Summary", [("calls made", "12"), ("errors", "0")])
+    text = out.getvalue()
+    assert "\x1b[" in text  # cursor control: the live line is redrawn, then removed
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)  # colours and cursor moves away
+    assert "│ calls made │ 12 │" in plain
+
+
+def _interrupt_after_the_first_calls(action):
+    """A stand-in for the demo's progress task: `action()` once some calls are made."""
+
+    async def progress(settings, result, idp, started, display):
+        while result.calls < 5:
+            await anyio.sleep(0.01)
+        action()
+        await anyio.sleep_forever()
+
+    return progress
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_ctrl_c_prints_the_summary_so_far_and_exits_130(backend, monkeypatch):
+    """Ctrl-C (SIGINT) during the demo prints the summary so far and exits 130."""
+    import signal
+
+    send = _interrupt_after_the_first_calls(lambda: signal.raise_signal(signal.SIGINT))
+    monkeypatch.setattr("tokenflight._demo._progress", send)
+    code, out = run("demo", "--duration", "600", "--workers", "4", "--tenants", "2",
+                    "--backend", backend)  # fmt: skip
+    assert code == 130
+    assert re.search(r"^Summary \(interrupted after [\d.]+ of 600 s\)$", out, re.MULTILINE), out
+    assert re.search(r"^  calls made\s+([5-9]|\d\d+) \(", out, re.MULTILINE), out
+
+
+def test_a_cancelled_demo_prints_the_summary_so_far(monkeypatch):
+    """Cancelling the demo's caller scope prints the summary of the calls made so far."""
+    from tokenflight._demo import DemoSettings, run_demo
+
+    out = StringIO()
+    scopes: list[anyio.CancelScope] = []
+    cancel = _interrupt_after_the_first_calls(lambda: scopes[0].cancel())
+    monkeypatch.setattr("tokenflight._demo._progress", cancel)
+
+    async def demo() -> None:
+        with anyio.CancelScope() as scope:
+            scopes.append(scope)
+            await run_demo(DemoSettings(workers=4, tenants=2, duration=600), out)
+
+    anyio.run(demo)
+    assert scopes[0].cancelled_caught
+    assert "Summary (interrupted after" in out.getvalue()

@@ -43,3 +43,16 @@ def test_pytest_plugin_is_the_registered_entry_point():
     """The `tokenflight` pytest11 entry point names the light plugin module."""
     points = importlib.metadata.entry_points(group="pytest11")
     assert [p.value for p in points if p.name == "tokenflight"] == ["pytest_tokenflight"]
+
+
+def test_project_urls_name_the_docs_source_and_changelog():
+    """pyproject's [project.urls] give the documentation, the source and the changelog."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    urls = project["urls"]
+    assert {"Documentation", "Source", "Changelog"} <= set(urls)
+    assert urls["Source"] == "https://github.com/tokenflight/tokenflight"
+    assert all(url.startswith(urls["Source"]) for url in urls.values())
+    assert (ROOT / "CHANGELOG.md").is_file()
+    assert project["optional-dependencies"]["cli"] == ["rich>=13"]

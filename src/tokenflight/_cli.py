@@ -186,6 +186,10 @@ def _outcome(command: Callable[[], int]) -> int:
         return command()
     except KeyboardInterrupt:
         return 130
+    except BaseExceptionGroup as group:  # Ctrl-C on trio arrives in a task group
+        if group.subgroup(KeyboardInterrupt) is None:
+            raise
+        return 130
     except TokenRequestRefused as exc:
         print(f"error: the identity provider refused: {exc}", file=sys.stderr)
         return 3

@@ -6,7 +6,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import anyio
 import httpx
@@ -23,7 +23,11 @@ from ._http import (
     pool_admission,
     resolve_stack,
 )
+from ._live import Progress, live_progress, print_summary
 from ._manager import TokenManager
+
+if TYPE_CHECKING:
+    from .testing import IdentityProvider
 
 __all__ = ["DemoResult", "DemoSettings", "run_demo"]
 
@@ -63,6 +67,7 @@ class DemoResult:
     token_requests: int = 0
     latencies: list[float] = field(default_factory=list)
     elapsed: float = 0.0
+    completed: bool = False  # False: interrupted before the configured duration
 
     def percentile(self, p: float) -> float:
         """The p-th percentile call latency, in seconds."""
@@ -105,15 +110,18 @@ async def run_demo(settings: DemoSettings, out: TextIO = sys.stdout) -> DemoResu
                 file=out,
             )
             started = time.monotonic()
-            with anyio.move_on_after(settings.duration):
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(_progress, result, idp, started, out)
-                    for w in range(settings.workers):
-                        auth = tokens.auth(f"tenant-{w % settings.tenants}", admission=gate)
-                        tg.start_soon(_worker, http, auth, idp.resource_url, result)
-            result.elapsed = time.monotonic() - started
-            result.token_requests = idp.token_requests
-    _summary(settings, result, out)
+            try:
+                with live_progress(out) as progress, anyio.move_on_after(settings.duration):
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(_progress, settings, result, idp, started, progress)
+                        for w in range(settings.workers):
+                            auth = tokens.auth(f"tenant-{w % settings.tenants}", admission=gate)
+                            tg.start_soon(_worker, http, auth, idp.resource_url, result)
+                result.completed = True
+            finally:  # Ctrl-C, or a cancelled caller: the summary so far
+                result.elapsed = time.monotonic() - started
+                result.token_requests = idp.token_requests
+                _summary(settings, result, out)
     return result
 
 
@@ -138,35 +146,58 @@ async def _worker(
             result.errors += 1
 
 
-async def _progress(result: DemoResult, idp: object, started: float, out: TextIO) -> None:
-    live = out.isatty()
+async def _progress(
+    settings: DemoSettings,
+    result: DemoResult,
+    idp: IdentityProvider,
+    started: float,
+    progress: Progress,
+) -> None:
+    minimum = settings.minimum_token_requests()
+    calls_before, at_before = 0, started
     while True:
-        await anyio.sleep(1.0)
-        line = (
-            f"  {time.monotonic() - started:5.1f}s  calls {result.calls:>8}  "
-            f"401s {result.unauthorized}  errors {result.errors}  "
-            f"token requests {getattr(idp, 'token_requests', 0)}"
+        await anyio.sleep(0.5 if progress.is_live else 1.0)
+        now = time.monotonic()
+        rate = (result.calls - calls_before) / max(now - at_before, 1e-9)
+        calls_before, at_before = result.calls, now
+        progress.update(
+            [
+                ("elapsed", f"{now - started:.1f}/{settings.duration:g}s"),
+                ("calls/s", f"{rate:,.0f}"),
+                ("token requests", f"{idp.token_requests} (minimum {minimum})"),
+                ("401s", str(result.unauthorized)),
+                ("errors", str(result.errors)),
+            ]
         )
-        if live:
-            print("\r" + line, end="", file=out, flush=True)
-        elif round(time.monotonic() - started) % 5 == 0:
-            print(line, file=out, flush=True)
+
+
+def _ms(seconds: float) -> str:
+    return "n/a" if math.isnan(seconds) else f"{seconds * 1000:.2f} ms"
 
 
 def _summary(settings: DemoSettings, result: DemoResult, out: TextIO) -> None:
+    """Print what the demo measured (so far, when it was interrupted)."""
     minimum = settings.minimum_token_requests()
-    if out.isatty():
-        print(file=out)
-    print(
-        "\nSummary\n"
-        f"  calls made            {result.calls} ({result.calls / result.elapsed:,.0f}/s)\n"
-        f"  token requests (IdP)  {result.token_requests} "
-        f"(minimum possible {minimum}: {settings.tenants} tenants x "
-        f"{minimum // settings.tenants} tokens)\n"
-        f"  401 responses         {result.unauthorized}\n"
-        f"  errors                {result.errors}\n"
-        f"  call latency          p50 {result.percentile(50) * 1000:.2f} ms, "
-        f"p99 {result.percentile(99) * 1000:.2f} ms, "
-        f"max {max(result.latencies, default=math.nan) * 1000:.2f} ms",
-        file=out,
+    rate = result.calls / result.elapsed if result.elapsed > 0 else 0.0
+    title = "Summary"
+    if not result.completed:
+        title += f" (interrupted after {result.elapsed:.1f} of {settings.duration:g} s)"
+    print_summary(
+        out,
+        title,
+        [
+            ("calls made", f"{result.calls} ({rate:,.0f}/s)"),
+            (
+                "token requests (IdP)",
+                f"{result.token_requests} (minimum possible {minimum}: {settings.tenants} "
+                f"tenants x {minimum // settings.tenants} tokens)",
+            ),
+            ("401 responses", str(result.unauthorized)),
+            ("errors", str(result.errors)),
+            (
+                "call latency",
+                f"p50 {_ms(result.percentile(50))}, p99 {_ms(result.percentile(99))}, "
+                f"max {_ms(max(result.latencies, default=math.nan))}",
+            ),
+        ],
     )
