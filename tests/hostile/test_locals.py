@@ -26,7 +26,17 @@ import pytest
 from joserfc.jwk import RSAKey
 
 from helpers import closed_port_url, load_benchmark
-from tokenflight import ClientCredentials, RefreshPolicy, RetryPolicy, TokenError, TokenManager
+from tokenflight import (
+    ClientCredentials,
+    ClientSecretBasic,
+    ClientSecretJWT,
+    ClientSecretPost,
+    PrivateKeyJWT,
+    RefreshPolicy,
+    RetryPolicy,
+    TokenError,
+    TokenManager,
+)
 from tokenflight._endpoint import TokenEndpoint, TokenRequest
 from tokenflight._http import DEFAULT_TIMEOUT, resolve_stack
 from tokenflight._http import make_client as make_http_client
@@ -38,7 +48,12 @@ pytestmark = pytest.mark.anyio
 RETRY = RetryPolicy(attempts=2, initial_wait=0, max_wait=0, total_timeout=10, cooldown=0)
 #: A signed JWT in compact form (client assertions, DPoP proofs, JWT access tokens).
 JWS = re.compile(r"eyJ[\w-]+\.eyJ[\w-]+\.[\w-]+")
-METHODS = ["client_secret_basic", "client_secret_post", "client_secret_jwt", "private_key_jwt"]
+SECRET_METHODS: dict[str, type[ClientSecretBasic | ClientSecretPost | ClientSecretJWT]] = {
+    "client_secret_basic": ClientSecretBasic,
+    "client_secret_post": ClientSecretPost,
+    "client_secret_jwt": ClientSecretJWT,
+}
+METHODS = [*SECRET_METHODS, "private_key_jwt"]
 PLANTED = "PLANTED-" + secrets.token_hex(12)
 
 
@@ -77,17 +92,14 @@ def make_client(idp: IdentityProvider, method: str, token_url: str, *, wrong: bo
         key = rsa_key("bad" if wrong else "good")
         pem = key.as_pem(private=True).decode()
         lines = [line for line in pem.splitlines() if not line.startswith("-----")]
-        creds = ClientCredentials(
-            token_url=token_url, client_id="acme", private_key=pem, auth_method=method
-        )
+        creds = ClientCredentials(token_url=token_url, client_id="acme", auth=PrivateKeyJWT(pem))
         return Client(creds, [line for line in lines if len(line) > 16])
     secret = "S3CR3T-" + secrets.token_hex(20)
     idp.add_client("acme", secret)
     if wrong:
         secret += "-wrong"
-    creds = ClientCredentials(
-        token_url=token_url, client_id="acme", client_secret=secret, auth_method=method
-    )
+    auth = SECRET_METHODS[method](secret)
+    creds = ClientCredentials(token_url=token_url, client_id="acme", auth=auth)
     basic = base64.b64encode(f"acme:{quote(secret, safe='')}".encode()).decode()
     return Client(creds, [secret, quote_plus(secret), quote(secret, safe=""), basic, basic[:24]])
 
