@@ -10,7 +10,17 @@ from typing import Any
 import pytest
 from joserfc.jwk import JWKRegistry, RSAKey
 
-from tokenflight import ClientCredentials, Token, TokenManager, TokenRequestRefused
+from tokenflight import (
+    ClientCredentials,
+    ClientSecret,
+    ClientSecretBasic,
+    ClientSecretJWT,
+    ClientSecretPost,
+    PrivateKeyJWT,
+    Token,
+    TokenManager,
+    TokenRequestRefused,
+)
 
 from .conftest import (
     ALL_PRINTABLE,
@@ -62,8 +72,7 @@ async def test_basic_secret_of_printable_characters_is_accepted(server: Server, 
     creds = ClientCredentials(
         token_url=server.token_url,
         client_id=f"basic-{name}",
-        client_secret=TRICKY_SECRETS[name],
-        auth_method="client_secret_basic",
+        auth=ClientSecretBasic(TRICKY_SECRETS[name]),
     )
     token = await fetch(creds, scopes=("read",))
     assert token.access_token
@@ -73,7 +82,7 @@ async def test_basic_secret_of_printable_characters_is_accepted(server: Server, 
 async def test_basic_client_id_is_encoded_too(server: Server):
     """A client id holding `:`, `+`, `%` and a space reaches the server intact over Basic."""
     creds = ClientCredentials(
-        token_url=server.token_url, client_id="id: with+%", client_secret=ALL_PRINTABLE
+        token_url=server.token_url, client_id="id: with+%", auth=ClientSecretBasic(ALL_PRINTABLE)
     )
     assert (await fetch(creds)).access_token
 
@@ -85,8 +94,7 @@ async def test_basic_non_ascii_secret_is_accepted(server: Server):
     creds = ClientCredentials(
         token_url=server.token_url,
         client_id="basic-non-ascii",
-        client_secret=NON_ASCII_SECRET,
-        auth_method="client_secret_basic",
+        auth=ClientSecretBasic(NON_ASCII_SECRET),
     )
     assert (await fetch(creds)).access_token
 
@@ -96,8 +104,7 @@ async def test_client_secret_post(server: Server):
     creds = ClientCredentials(
         token_url=server.token_url,
         client_id="post",
-        client_secret=ALL_PRINTABLE,
-        auth_method="client_secret_post",
+        auth=ClientSecretPost(ALL_PRINTABLE),
     )
     assert (await fetch(creds)).access_token
 
@@ -107,8 +114,7 @@ async def test_client_secret_jwt(server: Server):
     creds = ClientCredentials(
         token_url=server.token_url,
         client_id="secret-jwt",
-        client_secret=JWT_SECRET,
-        auth_method="client_secret_jwt",
+        auth=ClientSecretJWT(JWT_SECRET),
     )
     assert (await fetch(creds)).access_token
 
@@ -121,10 +127,7 @@ async def test_private_key_jwt(server: Server, keys: Keys, alg: str, form: str):
     creds = ClientCredentials(
         token_url=server.token_url,
         client_id=f"key-{alg.lower()}",
-        private_key=private_key(jwk, form),
-        key_id=jwk["kid"],
-        signing_alg=alg,
-        auth_method="private_key_jwt",
+        auth=PrivateKeyJWT(private_key(jwk, form), key_id=jwk["kid"], alg=alg),
     )
     assert (await fetch(creds)).access_token
 
@@ -134,7 +137,7 @@ async def test_discovery_with_a_secret_picks_basic(server: Server):
     creds = ClientCredentials(
         issuer=server.issuer,
         client_id="basic-printable",
-        client_secret=ALL_PRINTABLE,  # long enough for client_secret_jwt, which is listed
+        auth=ClientSecret(ALL_PRINTABLE),  # long enough for client_secret_jwt, which is listed
         allow_insecure_http=True,
     )
     assert (await fetch(creds)).access_token
@@ -142,7 +145,9 @@ async def test_discovery_with_a_secret_picks_basic(server: Server):
 
 async def test_discovery_with_a_private_key_picks_private_key_jwt(server: Server, keys: Keys):
     """The issuer alone and a private key: private_key_jwt at the discovered endpoint."""
-    creds = ClientCredentials(issuer=server.issuer, client_id="key-es256", private_key=keys.es256)
+    creds = ClientCredentials(
+        issuer=server.issuer, client_id="key-es256", auth=PrivateKeyJWT(keys.es256)
+    )
     assert (await fetch(creds)).access_token
 
 
@@ -151,7 +156,9 @@ async def test_resource_indicator_is_the_tokens_audience(server: Server, resourc
     """An RFC 8707 `resource` becomes the `aud` of the JWT access token issued for it."""
     server.require("resource indicators")
     creds = ClientCredentials(
-        token_url=server.token_url, client_id="basic-printable", client_secret=ALL_PRINTABLE
+        token_url=server.token_url,
+        client_id="basic-printable",
+        auth=ClientSecretBasic(ALL_PRINTABLE),
     )
     token = await fetch(creds, resource=resource, scopes=("read",))
     assert claims(token.access_token)["aud"] == resource
@@ -165,7 +172,10 @@ async def test_dpop_token_is_bound_to_the_proof_key(
     """A DPoP token (with or without a required nonce) is bound to the key of its proofs."""
     server.require("DPoP")
     creds = ClientCredentials(
-        token_url=server.token_url, client_id=client_id, client_secret=JWT_SECRET, dpop=True
+        token_url=server.token_url,
+        client_id=client_id,
+        auth=ClientSecretBasic(JWT_SECRET),
+        dpop=True,
     )
     seen: list[Any] = []
 
@@ -209,7 +219,9 @@ def test_dpop_nonce_client_really_needs_a_nonce(oidc_provider: Server):
 async def test_wrong_secret_is_invalid_client(server: Server):
     """A wrong secret is refused with invalid_client, a typed TokenRequestRefused."""
     creds = ClientCredentials(
-        token_url=server.token_url, client_id="basic-printable", client_secret="not-the-secret"
+        token_url=server.token_url,
+        client_id="basic-printable",
+        auth=ClientSecretBasic("not-the-secret"),
     )
     error = await refusal(creds)
     assert error.error == "invalid_client"
@@ -219,7 +231,7 @@ async def test_wrong_secret_is_invalid_client(server: Server):
 async def test_wrong_key_is_invalid_client(server: Server, keys: Keys):
     """An assertion signed with a key the client did not register is invalid_client."""
     creds = ClientCredentials(
-        token_url=server.token_url, client_id="key-rs256", private_key=keys.stranger
+        token_url=server.token_url, client_id="key-rs256", auth=PrivateKeyJWT(keys.stranger)
     )
     assert (await refusal(creds)).error == "invalid_client"
 
@@ -228,7 +240,9 @@ async def test_unknown_resource_is_invalid_target(server: Server):
     """A `resource` the server does not know is refused with invalid_target (RFC 8707)."""
     server.require("resource indicators")
     creds = ClientCredentials(
-        token_url=server.token_url, client_id="basic-printable", client_secret=ALL_PRINTABLE
+        token_url=server.token_url,
+        client_id="basic-printable",
+        auth=ClientSecretBasic(ALL_PRINTABLE),
     )
     error = await refusal(creds, resource="https://unknown.example/")
     assert error.error == "invalid_target"
@@ -237,7 +251,9 @@ async def test_unknown_resource_is_invalid_target(server: Server):
 async def test_forbidden_scope_is_invalid_scope(server: Server):
     """A scope the client may not have is refused with invalid_scope."""
     creds = ClientCredentials(
-        token_url=server.token_url, client_id="basic-printable", client_secret=ALL_PRINTABLE
+        token_url=server.token_url,
+        client_id="basic-printable",
+        auth=ClientSecretBasic(ALL_PRINTABLE),
     )
     assert (await refusal(creds, scopes=("admin",))).error == "invalid_scope"
 
