@@ -18,7 +18,13 @@ import sys
 import anyio
 import anyio.to_thread
 
-from tokenflight import ClientCredentials, RefreshPolicy, TokenError, TokenManager
+from tokenflight import (
+    ClientCredentials,
+    ClientSecretBasic,
+    RefreshPolicy,
+    TokenError,
+    TokenManager,
+)
 from tokenflight.redis import RedisTokenStore
 
 
@@ -57,8 +63,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             creds = ClientCredentials(
                 token_url=args.token_url,
                 client_id=f"{args.client_prefix}{i}",
-                client_secret=args.secret,
-                auth_method="client_secret_basic",
+                auth=ClientSecretBasic(args.secret),
             )
             manager.register(tenant, creds)
         print("ready", flush=True)
