@@ -130,13 +130,6 @@ async def test_twenty_callers_on_a_refused_tenant_re_resolve_once(idp):
     assert idp.token_requests == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug: _resolve_again compares the resolver's answer with the tenant's current "
-    "credentials, which the first key's re-resolution already replaced, so the other keys "
-    "keep their invalid_client (19 of 20 refused) and each re-reads the resolver",
-)
 async def test_twenty_keys_of_a_refused_tenant_re_resolve_once(idp):
     """20 keys (scope sets) of one tenant refused together re-read its credentials once."""
     db = Database(idp, "stale-secret")

@@ -622,8 +622,9 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         try:
             await flight.run(
                 obtain,
-                # The endpoint keeps to total_timeout itself, with a more precise message;
-                # this bounds the rest (discovery, a shared store, the wait for a place).
+                # The wait for a place, a shared store and the token request keep to
+                # `deadline` themselves, with more precise messages; this bounds the rest
+                # (discovery, the resolver).
                 budget=self._retry.total_timeout + 1.0,
                 what=f"fetching a token for tenant {slot.key.tenant!r}",
                 failure=failure,
@@ -648,13 +649,14 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         ttl = self._credentials_ttl
         if ttl is not None and self._clock() >= resolved_at + ttl:
             await self._resolve_again(slot)
+        sent = self._tenants.get(slot.key.tenant)
         try:
             return await self._obtain_with(slot, flight, deadline)
         except TokenRequestRefused as exc:
             # Rotated credentials: the resolver may know the new ones; ask it once.
             if exc.error not in ("invalid_client", "unauthorized_client"):
                 raise
-            if not await self._resolve_again(slot):
+            if not await self._resolve_again(slot, sent=sent):
                 raise
             logger.info(
                 "tenant %r: %s with the resolver's old credentials; retrying with its new ones",
@@ -663,18 +665,29 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             )
             return await self._obtain_with(slot, flight, deadline)
 
-    async def _resolve_again(self, slot: Slot) -> bool:
-        """Ask the resolver again for the slot's tenant; whether the credentials changed."""
+    async def _resolve_again(self, slot: Slot, *, sent: ClientCredentials | None = None) -> bool:
+        """Ask the resolver again for the slot's tenant; whether the credentials changed.
+
+        `sent` are the credentials a refused request used: when another key of the tenant
+        has re-resolved them since, they changed already and the resolver is not asked.
+        """
         tenant = slot.key.tenant
-        fresh = await self._resolver.resolve(tenant, self._task_group())
+        current = self._tenants.get(tenant)
+        if sent is not None and current is not None and current != sent:
+            return tenant in self._resolved
+
+        def adopt(fresh: ClientCredentials) -> None:  # once, before any waiter wakes
+            if tenant not in self._resolved:
+                return  # register()ed meanwhile: the user's credentials win
+            if fresh != self._tenants.get(tenant):
+                self._table.set_tenant(tenant, fresh, resolved_at=self._clock())
+            else:
+                self._resolved[tenant] = self._clock()
+
+        fresh = await self._resolver.resolve(tenant, self._task_group(), then=adopt)
         if tenant not in self._resolved:
-            return False  # register()ed meanwhile: the user's credentials win
-        changed = fresh != self._tenants.get(tenant)
-        if changed:
-            self._table.set_tenant(tenant, fresh, resolved_at=self._clock())
-        else:
-            self._resolved[tenant] = self._clock()
-        return changed
+            return False
+        return fresh != (sent if sent is not None else current)
 
     async def _obtain_with(self, slot: Slot, flight: TokenFlight, deadline: float) -> Token:
         """Discover, wait out the provider's cooldown and for a place, then fetch."""
@@ -682,9 +695,43 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         origin = origin_of(slot.creds.token_url or "")
         while True:  # a cooldown may begin while this fetch waits for its place
             await self._wait_for_origin(slot, origin, deadline)
-            async with self._fetch_limiter.slot(origin):
+            # The wait for a place and the request after it share the fetch's budget.
+            queued_at = self._clock()
+            if not await self._fetch_limiter.acquire_before(origin, deadline):
+                raise self._out_of_budget(slot, origin, waited=None)
+            waited = self._clock() - queued_at
+            try:
                 if not self._rate_limits.remaining(origin):
-                    return await self._fetch(slot, flight, deadline)
+                    with anyio.CancelScope(deadline=deadline):
+                        return await self._fetch(slot, flight, deadline)
+                    raise self._out_of_budget(slot, origin, waited=waited)
+            finally:
+                self._fetch_limiter.release(origin)
+
+    def _out_of_budget(
+        self, slot: Slot, origin: str, *, waited: float | None
+    ) -> TokenEndpointUnavailable:
+        """The error of a fetch whose budget ran out waiting for a place (`waited` None),
+        or in its token request after `waited` seconds for the place."""
+        url = slot.creds.token_url or ""
+        budget = f"the fetch budget of {self._retry.total_timeout:g}s"
+        if waited is None:
+            held = self._fetch_limiter.in_flight(origin)
+            return TokenEndpointUnavailable(
+                f"no place for a token request to {redact_url(url)} within {budget}: waiting "
+                f"for a place behind {held} request(s) in flight to this provider (at most "
+                f"{self._max_per_origin} at once); no request sent",
+                endpoint=url,
+            )
+        log = attempt_log.get()
+        attempts = 0 if log is None else log.attempts
+        queue = f", {waited:.2g}s of it waiting for a place" if waited >= 0.001 else ""
+        return TokenEndpointUnavailable(
+            f"token endpoint {redact_url(url)} gave no token within {budget}{queue} "
+            f"({attempts} attempt(s))",
+            endpoint=url,
+            attempts=attempts,
+        )
 
     async def _prepare(self, slot: Slot) -> None:
         """Discover the token endpoint (once per issuer) and make the DPoP key if needed."""

@@ -35,8 +35,14 @@ class TenantResolver:
             failure=TenantResolutionError,
         )
 
-    async def resolve(self, tenant: str, tg: TaskGroup) -> ClientCredentials:
-        """The tenant's credentials.
+    async def resolve(
+        self,
+        tenant: str,
+        tg: TaskGroup,
+        then: Callable[[ClientCredentials], None] | None = None,
+    ) -> ClientCredentials:
+        """The tenant's credentials; `then` is called with them once, before any waiter
+        wakes (so that concurrent callers never see the answer before it is adopted).
 
         Raises:
             UnknownTenantError: No resolver, or the resolver returned None.
@@ -49,7 +55,10 @@ class TenantResolver:
             )
 
         async def work() -> ClientCredentials:
-            return _check(tenant, await resolver(tenant))
+            creds = _check(tenant, await resolver(tenant))
+            if then is not None:
+                then(creds)
+            return creds
 
         return await self._flights.run(tenant, work, tg, what=f"resolving tenant {tenant!r}")
 
