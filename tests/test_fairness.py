@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -66,6 +67,36 @@ async def test_a_slow_provider_does_not_delay_the_tenants_of_another():
             assert fast.token_requests == 1
             assert slow.token_requests == 10  # held open: none answered, none more sent
             assert slow.requests == []
+            callers.cancel_scope.cancel()
+
+
+async def test_the_wait_for_a_place_counts_against_the_fetch_budget():
+    """A fetch queued behind a full provider fails with TokenEndpointUnavailable within its
+    own total_timeout, the wait included: it does not get a fresh budget once it has a place."""
+    budget = RetryPolicy(attempts=1, total_timeout=1.0)
+    async with (
+        providers(HELD, tenants=2) as (slow, _),
+        TokenManager(retry=budget, max_concurrent_fetches=2, max_fetches_per_origin=1) as tm,
+    ):
+        tm.register("s0", creds(slow, "s0"))
+        tm.register("s1", creds(slow, "s1"))
+
+        async def hold() -> None:
+            with contextlib.suppress(TokenEndpointUnavailable):  # its own budget runs out too
+                await tm.get_token("s0")
+
+        async with anyio.create_task_group() as callers:
+            callers.start_soon(hold)  # takes the provider's one place
+            await wait_until(lambda: slow.token_requests == 1)
+            with anyio.fail_after(30), pytest.raises(TokenEndpointUnavailable) as queued:
+                await tm.get_token("s1")
+            # Out of budget while queued, or just after its place came (when s0's own budget
+            # ran out a moment before): either way the error says the wait was counted. Had
+            # the wait been outside the budget, the flight's outer bound (total_timeout + 1 s)
+            # would have ended it with a plain "took longer than its budget".
+            assert "waiting for a place" in str(queued.value)
+            assert "fetch budget of 1s" in str(queued.value)
+            assert tm._fetch_limiter.statistics().waiting == 0
             callers.cancel_scope.cancel()
 
 

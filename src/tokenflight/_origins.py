@@ -106,6 +106,16 @@ class FetchLimiter:
         finally:
             self.release(origin)
 
+    async def acquire_before(self, origin: str, deadline: float) -> bool:
+        """Wait for a place for `origin` until the loop time `deadline`; whether one was had.
+
+        A place is held only when this returns True; give it back with `release()`.
+        """
+        with anyio.CancelScope(deadline=deadline):
+            await self.acquire(origin)
+            return True
+        return False
+
     async def acquire(self, origin: str) -> None:
         """Wait for a place for `origin`. A cancelled wait leaves no trace."""
         state = self._origins.get(origin)
