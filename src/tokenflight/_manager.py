@@ -612,6 +612,9 @@ class TokenManager(anyio.AsyncContextManagerMixin):
 
     async def _fly(self, slot: Slot, flight: TokenFlight) -> None:
         deadline = self._clock() + self._retry.total_timeout
+        # A task started from another flight's task inherits its context: start clean,
+        # so a fetch served from the store reports no attempts of an earlier request.
+        attempt_log.set(None)
 
         async def obtain() -> Token:
             return await self._obtain(slot, flight, deadline)
