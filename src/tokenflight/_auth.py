@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, final
 import httpx
 
 from ._http import AUTH_BASES, BYTE_STREAMS
+from ._read import discard
 
 if TYPE_CHECKING:
     from ._admission import Admission, RequestTimes
@@ -108,7 +109,7 @@ class TokenAuth(_AuthBase):
         finally:
             admission.release(ticket, answered)
         if dpop is not None and _wants_dpop_nonce(response, dpop, request):
-            await response.aread()
+            await discard(response)  # at most 64 KiB of it read, never inflated
             ticket = await admission.acquire()
             try:
                 self._authorize(request, token)  # a new proof carrying the server's nonce
@@ -124,7 +125,7 @@ class TokenAuth(_AuthBase):
             scopes=self._scopes,
             token=token,
         )
-        await response.aread()  # release the connection before waiting for a place again
+        await discard(response)  # release the connection (reading 64 KiB raw at most)
         admitted = await self._admit(request, rejected=token)
         if admitted is None:
             return  # the provider handed back the token just rejected: the 401 stands

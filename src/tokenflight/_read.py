@@ -8,6 +8,7 @@ read, at most two layers deep (no server sends more for a small JSON document).
 
 from __future__ import annotations
 
+import sys
 import zlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,9 +16,11 @@ from typing import Any
 from ._errors import MalformedTokenResponse
 from ._redact import HiddenBytes
 
-__all__ = ["MAX_LAYERS", "read_bounded"]
+__all__ = ["MAX_DISCARD_BYTES", "MAX_LAYERS", "discard", "discard_sync", "read_bounded"]
 
 MAX_LAYERS = 2
+#: Raw bytes read of a body that is thrown away (a 401 before its retry); no more is read.
+MAX_DISCARD_BYTES = 64 * 1024
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
@@ -126,8 +129,64 @@ async def _abandon(response: Any, body: AsyncIterator[bytes]) -> None:
     garbage collected mid-iteration, which trio reports as a ResourceWarning.
     """
     await response.aclose()
+    await _finish(body)
+
+
+async def discard(response: Any) -> None:
+    """Throw away an httpx or httpx2 response's body, reading at most `MAX_DISCARD_BYTES`.
+
+    httpx reads the response that an auth flow answers with another request (`aread()`:
+    whole and decoded, so a 300 MB gzip 401 would be inflated in memory). This reads the
+    raw stream up to the cap (a small body lets the connection be reused), closes it, and
+    leaves the response an empty body for httpx to read.
+    """
+    if response.is_stream_consumed or response.is_closed:  # read already (in memory)
+        return
+    stream = response.stream
+    chunks = aiter(stream)
+    read = 0
+    try:
+        async for chunk in chunks:
+            read += len(chunk)
+            if read > MAX_DISCARD_BYTES:
+                break
+    finally:
+        await stream.aclose()
+        await _finish(chunks)
+    response.stream = _empty_stream(response)
+
+
+async def _finish(chunks: AsyncIterator[bytes]) -> None:
+    """Step a closed stream's iterator to its end, so that no nested generator of httpx
+    is left suspended (trio reports one garbage collected mid-iteration)."""
     for _ in range(3):  # a well-behaved closed stream ends at once; never read on for long
         try:
-            await body.__anext__()
+            await chunks.__anext__()
         except Exception:  # StopAsyncIteration, or the closed stream's own error
             return
+
+
+def discard_sync(response: Any) -> None:
+    """`discard` for a response of a sync `Client`."""
+    if response.is_stream_consumed or response.is_closed:
+        return
+    stream = response.stream
+    chunks = iter(stream)
+    read = 0
+    try:
+        for chunk in chunks:
+            read += len(chunk)
+            if read > MAX_DISCARD_BYTES:
+                break
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+        stream.close()
+    response.stream = _empty_stream(response)
+
+
+def _empty_stream(response: Any) -> Any:
+    """An empty body of the response's own library (httpx or httpx2)."""
+    library = sys.modules[type(response).__module__.partition(".")[0]]
+    return library.ByteStream(b"")

@@ -20,6 +20,7 @@ from ._auth import is_invalid_token, is_replayable
 from ._errors import ConfigurationError, ManagerClosedError
 from ._http import AUTH_BASES
 from ._manager import Resource, Scopes, TokenManager
+from ._read import discard_sync
 from ._stats import ManagerStatistics
 from ._token import Token
 
@@ -222,7 +223,7 @@ class SyncTokenAuth(_AuthBase):
         fresh = self._tokens.get_token(self._tenant, **self._key)
         if fresh.access_token == token.access_token:
             return  # the provider handed back the rejected token: the 401 stands
-        response.read()
+        discard_sync(response)  # at most 64 KiB of it read, never inflated
         request.headers["Authorization"] = f"Bearer {fresh.access_token}"
         yield request
 

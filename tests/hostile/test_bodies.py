@@ -16,7 +16,9 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import httpx
+import httpx2
 import pytest
+from anyio.from_thread import start_blocking_portal
 
 from helpers import load_benchmark
 from tokenflight import (
@@ -27,9 +29,11 @@ from tokenflight import (
     ConfigurationError,
     MalformedTokenResponse,
     RetryPolicy,
+    SyncTokenManager,
     TokenEndpointUnavailable,
     TokenManager,
 )
+from tokenflight.testing import IdentityProvider
 
 pytestmark = pytest.mark.anyio
 
@@ -240,3 +244,64 @@ async def test_4xx_compression_bomb_is_refused_within_the_cap():
         error, growth = await refused_with_growth(creds(url))
     assert "over 65536 bytes" in str(error)
     assert growth < 5 * 1024 * 1024
+
+
+def bomb_401() -> bytes:
+    """A 401 rejecting the token, its gzip body inflating to 300 MB (300 KB on the wire)."""
+    headers = {"Content-Encoding": "gzip", "WWW-Authenticate": 'Bearer error="invalid_token"'}
+    return raw_response(bomb(300), status="401 Unauthorized", headers=headers)
+
+
+def idp_creds(idp: IdentityProvider) -> ClientCredentials:
+    secret = idp.clients["acme"].secret
+    return ClientCredentials(
+        token_url=idp.token_url, client_id="acme", auth=ClientSecretBasic(secret)
+    )
+
+
+async def test_api_401_compression_bomb_is_not_inflated_before_the_retry(idp):
+    """TokenAuth drops a bomb 401's body (64 KiB raw at most) and retries: under 5 MB."""
+    statuses: list[int] = []
+    async with raw_server(bomb_401()) as (url, received), TokenManager() as tokens:
+        tokens.register("acme", idp_creds(idp))
+        await tokens.get_token("acme")
+        async with tokens.client("acme", base_url=url) as http:
+
+            async def call() -> None:
+                response = await http.send(http.build_request("GET", "/thing"), stream=True)
+                statuses.append(response.status_code)
+                await response.aclose()  # the retry's 401: the caller's to read, or not
+
+            growth = await peak_growth(call)
+    assert statuses == [401]
+    assert len(received) == 2  # the request, and its retry with a new token
+    assert idp.token_requests == 2
+    assert growth < 5 * 1024 * 1024
+
+
+@pytest.mark.parametrize("module", [httpx, httpx2], ids=["httpx", "httpx2"])
+def test_sync_api_401_compression_bomb_is_not_inflated_before_the_retry(module):
+    """SyncTokenAuth drops a bomb 401's body the same way: under 5 MB of memory."""
+    with start_blocking_portal() as portal:
+        idp = IdentityProvider()
+        with (
+            portal.wrap_async_context_manager(idp),
+            portal.wrap_async_context_manager(raw_server(bomb_401())) as (url, received),
+            SyncTokenManager() as tokens,
+        ):
+            idp.add_client("acme", "sync-secret")
+            tokens.register("acme", idp_creds(idp))
+            tokens.get_token("acme")
+            with module.Client(auth=tokens.auth("acme"), base_url=url) as http:
+                tracemalloc.start()
+                try:
+                    before, _ = tracemalloc.get_traced_memory()
+                    tracemalloc.reset_peak()
+                    with http.stream("GET", "/thing") as response:
+                        status = response.status_code
+                    _, peak = tracemalloc.get_traced_memory()
+                finally:
+                    tracemalloc.stop()
+    assert status == 401
+    assert len(received) == 2
+    assert peak - before < 5 * 1024 * 1024
