@@ -199,14 +199,7 @@ async def test_discovery_uses_mtls_endpoint_aliases(pki):
     ("files", "message"),
     [
         ({"cert": ""}, "cert must be a file path"),
-        pytest.param(
-            {"cert": None},
-            "cert must be a file path",
-            marks=pytest.mark.xfail(
-                raises=pytest.fail.Exception,
-                reason="_check_file lets a None cert through; the fetch raises TypeError",
-            ),
-        ),
+        ({"cert": None}, "cert must be a file path"),
         ({"cert": "c.pem", "key": ""}, "key must be a file path"),
         ({"cert": "c.pem", "ca": 3}, "ca must be a file path"),
     ],

@@ -313,6 +313,8 @@ class _TLSMethod(ClientAuth):
     ca: str | None = None
 
     def __post_init__(self) -> None:
+        if self.cert is None:
+            raise ConfigurationError("cert must be a file path (the PEM client certificate)")
         _check_file("cert", self.cert)
         _check_file("key", self.key)
         _check_file("ca", self.ca)
