@@ -11,6 +11,8 @@ import pytest
 from hostile.test_bodies import raw_response, raw_server
 from tokenflight import (
     ClientCredentials,
+    ClientSecret,
+    ClientSecretBasic,
     ConfigurationError,
     MalformedTokenResponse,
     ManagerClosedError,
@@ -26,7 +28,9 @@ SECRET = "flight-secret"
 
 
 def creds_at(idp: IdentityProvider) -> ClientCredentials:
-    return ClientCredentials(token_url=idp.token_url, client_id="acme", client_secret=SECRET)
+    return ClientCredentials(
+        token_url=idp.token_url, client_id="acme", auth=ClientSecretBasic(SECRET)
+    )
 
 
 @pytest.fixture
@@ -129,11 +133,27 @@ async def test_system_exit_leaves_with_its_code():
     assert caught.value.code == 3
 
 
+async def test_keyboard_interrupt_leaves_unwrapped(idp):
+    """Ctrl-C inside `async with TokenManager()` (a refresh scheduled) is the same object."""
+    interrupt = KeyboardInterrupt()
+    creds = ClientCredentials(token_url=idp.token_url, client_id="acme", auth=ClientSecret(SECRET))
+
+    async def interrupted() -> None:
+        async with TokenManager() as tokens:
+            tokens.register("acme", creds)
+            await tokens.get_token("acme")  # its refresh now waits in the task group
+            raise interrupt
+
+    with pytest.raises(KeyboardInterrupt) as caught:
+        await interrupted()
+    assert caught.value is interrupt
+
+
 async def test_discovery_failure_is_one_request_shared_and_remembered(idp):
     """50 tenants on an issuer with a bad document cause one discovery request in all."""
     idp.metadata_overrides["issuer"] = "https://someone-else.example"
     creds = ClientCredentials(
-        issuer=idp.url, client_id="acme", client_secret=SECRET, allow_insecure_http=True
+        issuer=idp.url, client_id="acme", auth=ClientSecret(SECRET), allow_insecure_http=True
     )
     async with TokenManager() as tokens:
         for n in range(50):
@@ -159,7 +179,7 @@ async def test_discovery_with_a_broken_gzip_body_is_malformed():
     answer = raw_response(b"\x1f\x8b\x08\x00not gzip at all", headers={"Content-Encoding": "gzip"})
     async with raw_server(answer) as (url, received), TokenManager() as tokens:
         creds = ClientCredentials(
-            issuer=url, client_id="acme", client_secret=SECRET, allow_insecure_http=True
+            issuer=url, client_id="acme", auth=ClientSecret(SECRET), allow_insecure_http=True
         )
         for n in range(20):
             tokens.register(f"t{n}", creds)
