@@ -397,13 +397,12 @@ async def test_killed_lock_holder_is_taken_over(prefix: str, tmp_path: Path) -> 
         store = RedisTokenStore(REDIS_URL, prefix=prefix, lock_ttl=lock_ttl)
         async with TokenManager(store=store) as tokens:
             tokens.register("t0", creds(idp, "fleet-0"))
-            started = anyio.current_time()
-            with anyio.fail_after(lock_ttl + 2.0):
+            with anyio.fail_after(25):  # only a guard (a busy machine stretches lock_ttl + 1)
                 token = await tokens.get_token("t0")
-            elapsed = anyio.current_time() - started
         assert token.access_token
-        assert elapsed < lock_ttl + 1.0  # the lock's expiry plus one (fast) fetch
-        assert store.stats().lock_takeovers == 1
+        stats = store.stats()
+        # The expired lock was taken over, not waited out until wait_timeout (a fallback).
+        assert (stats.lock_takeovers, stats.fallbacks) == (1, 0)
         assert idp.token_requests == 2
 
 
