@@ -5,7 +5,7 @@ import httpx
 import httpx2
 import pytest
 
-from tokenflight import ClientCredentials, TokenManager
+from tokenflight import ClientCredentials, ClientSecretBasic, TokenManager
 from tokenflight.testing import IdentityProvider
 
 collect_ignore = ["user_project"]  # run by test_plugin_compat, with each plugin
@@ -50,7 +50,9 @@ async def tokens(idp) -> AsyncIterator[TokenManager]:
     """A running manager with tenant "acme" registered at `idp`, with the IdP's secret."""
     async with TokenManager() as manager:
         secret = idp.clients["acme"].secret
-        creds = ClientCredentials(token_url=idp.token_url, client_id="acme", client_secret=secret)
+        creds = ClientCredentials(
+            token_url=idp.token_url, client_id="acme", auth=ClientSecretBasic(secret)
+        )
         manager.register("acme", creds)
         yield manager
 

@@ -16,6 +16,7 @@ from tokenflight import (
     Admission,
     AdmissionStatistics,
     ClientCredentials,
+    ClientSecretBasic,
     ConfigurationError,
     TokenManager,
 )
@@ -106,7 +107,9 @@ async def test_auth_objects_share_one_admission(tokens, idp, http_module):
     idp.add_client("globex", SECRET)
     tokens.register(
         "globex",
-        ClientCredentials(token_url=idp.token_url, client_id="globex", client_secret=SECRET),
+        ClientCredentials(
+            token_url=idp.token_url, client_id="globex", auth=ClientSecretBasic(SECRET)
+        ),
     )
     gate = Admission(2)
     transport = counting_transport(http_module)
@@ -132,7 +135,7 @@ async def test_cancelled_requests_give_their_place_back(idp, http_module):
             ClientCredentials(
                 token_url=idp.token_url,
                 client_id="acme",
-                client_secret=idp.clients["acme"].secret,
+                auth=ClientSecretBasic(idp.clients["acme"].secret),
             ),
         )
         async with (
@@ -234,7 +237,7 @@ async def test_tokens_handed_to_requests_outlive_the_trip():
         TokenManager(http_client=idp_http) as tokens,
     ):
         creds = ClientCredentials(
-            token_url="http://127.0.0.1/token", client_id="acme", client_secret=SECRET
+            token_url="http://127.0.0.1/token", client_id="acme", auth=ClientSecretBasic(SECRET)
         )
         tokens.register("acme", creds)
         async with httpx.AsyncClient(transport=transport, auth=tokens.auth("acme")) as http:

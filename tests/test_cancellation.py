@@ -11,6 +11,7 @@ import pytest
 from helpers import wait_until
 from tokenflight import (
     ClientCredentials,
+    ClientSecretBasic,
     ManagerClosedError,
     RefreshPolicy,
     RetryPolicy,
@@ -26,7 +27,9 @@ RETRY = RetryPolicy(attempts=2, initial_wait=0.01, max_wait=0.02, total_timeout=
 
 
 def creds(idp: IdentityProvider) -> ClientCredentials:
-    return ClientCredentials(token_url=idp.token_url, client_id="acme", client_secret=SECRET)
+    return ClientCredentials(
+        token_url=idp.token_url, client_id="acme", auth=ClientSecretBasic(SECRET)
+    )
 
 
 async def test_cancelled_starter_does_not_break_other_waiters():

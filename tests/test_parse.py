@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tokenflight import (
+    ClientSecretBasic,
     ConfigurationError,
     MalformedTokenResponse,
     RefreshPolicy,
@@ -126,7 +127,9 @@ async def test_token_with_crlf_is_never_cached(idp, no_retry_wait):
 
     bad = json.dumps({"access_token": TOKEN + "\r\nX-A: b", "expires_in": 3600}).encode()
     creds = ClientCredentials(
-        token_url=idp.token_url, client_id="acme", client_secret=idp.clients["acme"].secret
+        token_url=idp.token_url,
+        client_id="acme",
+        auth=ClientSecretBasic(idp.clients["acme"].secret),
     )
     async with TokenManager(retry=RetryPolicy(attempts=1, cooldown=0)) as tokens:
         tokens.register("acme", creds)
@@ -270,7 +273,7 @@ def test_retry_after_http_date():
 
 
 def creds() -> ClientCredentials:
-    return ClientCredentials(token_url=URL, client_id="acme", client_secret="shh")
+    return ClientCredentials(token_url=URL, client_id="acme", auth=ClientSecretBasic("shh"))
 
 
 def endpoint(handler, *, attempts: int = 1) -> tuple[TokenEndpoint, httpx.AsyncClient]:

@@ -11,7 +11,14 @@ import pytest
 import trio.testing
 
 from helpers import Recorder, gather_tokens, wait_until
-from tokenflight import ClientCredentials, FetchStarted, RefreshPolicy, SlotKey, TokenManager
+from tokenflight import (
+    ClientCredentials,
+    ClientSecretBasic,
+    FetchStarted,
+    RefreshPolicy,
+    SlotKey,
+    TokenManager,
+)
 from tokenflight.testing import IdentityProvider
 
 pytestmark = pytest.mark.anyio
@@ -20,7 +27,9 @@ SECRET = "s3cret-value-never-shown"
 
 
 def creds(idp: IdentityProvider, client_id: str = "acme") -> ClientCredentials:
-    return ClientCredentials(token_url=idp.token_url, client_id=client_id, client_secret=SECRET)
+    return ClientCredentials(
+        token_url=idp.token_url, client_id=client_id, auth=ClientSecretBasic(SECRET)
+    )
 
 
 # -- expiry ----------------------------------------------------------------------------
@@ -164,7 +173,9 @@ async def test_hour_long_token_refresh_timing_on_mock_clock():
             tokens.register(
                 f"t{n}",
                 ClientCredentials(
-                    token_url="https://idp.example/token", client_id=f"c{n}", client_secret="x"
+                    token_url="https://idp.example/token",
+                    client_id=f"c{n}",
+                    auth=ClientSecretBasic("x"),
                 ),
             )
         start = anyio.current_time()
@@ -194,7 +205,7 @@ def mock_clock() -> pytest.MarkDecorator:
 
 def mock_creds(client_id: str) -> ClientCredentials:
     return ClientCredentials(
-        token_url="https://idp.example/token", client_id=client_id, client_secret="x"
+        token_url="https://idp.example/token", client_id=client_id, auth=ClientSecretBasic("x")
     )
 
 

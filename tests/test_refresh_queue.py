@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from tokenflight import ClientCredentials, Token
+from tokenflight import ClientCredentials, ClientSecretBasic, Token
 from tokenflight._refresh_queue import RefreshQueue
 from tokenflight._slot import Slot, SlotKey, TokenFlight
 from tokenflight._table import SlotTable
 
-CREDS = ClientCredentials(token_url="https://idp.example/token", client_id="c", client_secret="s")
+CREDS = ClientCredentials(
+    token_url="https://idp.example/token", client_id="c", auth=ClientSecretBasic("s")
+)
 
 
 def due_slot(table: SlotTable, tenant: str, *, refresh_at: float = 10.0) -> Slot:

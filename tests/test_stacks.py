@@ -6,7 +6,13 @@ import httpx
 import httpx2
 import pytest
 
-from tokenflight import ClientCredentials, ConfigurationError, TokenAuth, TokenManager
+from tokenflight import (
+    ClientCredentials,
+    ClientSecretBasic,
+    ConfigurationError,
+    TokenAuth,
+    TokenManager,
+)
 from tokenflight.testing import IdentityProvider
 
 pytestmark = pytest.mark.anyio
@@ -15,7 +21,9 @@ SECRET = "stack-secret-never-shown"
 
 
 def creds(idp: IdentityProvider) -> ClientCredentials:
-    return ClientCredentials(token_url=idp.token_url, client_id="acme", client_secret=SECRET)
+    return ClientCredentials(
+        token_url=idp.token_url, client_id="acme", auth=ClientSecretBasic(SECRET)
+    )
 
 
 async def test_token_requests_run_on_the_selected_stack(monkeypatch, http_module):

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from tokenflight import ClientCredentials
+from tokenflight import ClientCredentials, ClientSecretBasic
 from tokenflight._slot import SlotKey
 from tokenflight._table import SlotTable
 
-CREDS = ClientCredentials(token_url="https://idp.example/t", client_id="a", client_secret="s")
-NEW = ClientCredentials(token_url="https://idp.example/t", client_id="a", client_secret="s2")
+CREDS = ClientCredentials(
+    token_url="https://idp.example/t", client_id="a", auth=ClientSecretBasic("s")
+)
+NEW = ClientCredentials(
+    token_url="https://idp.example/t", client_id="a", auth=ClientSecretBasic("s2")
+)
 
 
 def key(tenant: str, audience: str | None = None) -> SlotKey:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tokenflight import ClientCredentials, TokenEndpointUnavailable, TokenManager
+from tokenflight import ClientCredentials, ClientSecretBasic, TokenEndpointUnavailable, TokenManager
 from tokenflight._endpoint import _testing
 from tokenflight.testing import Fault, set_testing
 
@@ -15,7 +15,9 @@ async def test_attempts_caps_retries_and_the_mode_is_restored(idp):
     """Inside `with set_testing(attempts=1)` a 503 is not retried; after it, the mode is back."""
     idp.inject(Fault(status=503), count=None)
     secret = idp.clients["acme"].secret
-    creds = ClientCredentials(token_url=idp.token_url, client_id="acme", client_secret=secret)
+    creds = ClientCredentials(
+        token_url=idp.token_url, client_id="acme", auth=ClientSecretBasic(secret)
+    )
     with set_testing(attempts=1):
         assert _testing.no_wait
         async with TokenManager() as tokens:

@@ -16,6 +16,7 @@ from anyio.streams.tls import TLSListener
 
 from tokenflight import (
     ClientCredentials,
+    ClientSecretBasic,
     ConfigurationError,
     RetryPolicy,
     TokenEndpointUnavailable,
@@ -39,7 +40,10 @@ RETRY = RetryPolicy(attempts=2, initial_wait=0, max_wait=0, total_timeout=5)
 )
 def test_https_or_loopback_is_accepted(url):
     """https anywhere, and plain http on loopback addresses, are accepted."""
-    assert ClientCredentials(token_url=url, client_id="a", client_secret="b").token_url == url
+    assert (
+        ClientCredentials(token_url=url, client_id="a", auth=ClientSecretBasic("b")).token_url
+        == url
+    )
 
 
 @pytest.mark.parametrize(
@@ -56,14 +60,14 @@ def test_https_or_loopback_is_accepted(url):
 def test_plain_http_off_loopback_is_refused(url):
     """Plain http to a non-loopback host (or a non-http URL) is a ConfigurationError."""
     with pytest.raises(ConfigurationError):
-        ClientCredentials(token_url=url, client_id="a", client_secret="b")
+        ClientCredentials(token_url=url, client_id="a", auth=ClientSecretBasic("b"))
 
 
 def test_plain_http_opt_out():
     """allow_insecure_http=True is the explicit opt-out for plain http on a trusted network."""
     url = "http://idp.internal/oauth/token"
     creds = ClientCredentials(
-        token_url=url, client_id="a", client_secret="b", allow_insecure_http=True
+        token_url=url, client_id="a", auth=ClientSecretBasic("b"), allow_insecure_http=True
     )
     assert creds.token_url == url
 
@@ -121,7 +125,8 @@ async def test_untrusted_certificate_is_refused(ca):
         idp.add_client("acme", SECRET)
         async with TokenManager(retry=RETRY) as tm:
             tm.register(
-                "acme", ClientCredentials(token_url=url, client_id="acme", client_secret=SECRET)
+                "acme",
+                ClientCredentials(token_url=url, client_id="acme", auth=ClientSecretBasic(SECRET)),
             )
             with anyio.fail_after(5), pytest.raises(TokenEndpointUnavailable) as info:
                 await tm.get_token("acme")
@@ -146,7 +151,8 @@ async def test_trusted_certificate_is_accepted(ca):
     ):
         idp.add_client("acme", SECRET)
         tm.register(
-            "acme", ClientCredentials(token_url=url, client_id="acme", client_secret=SECRET)
+            "acme",
+            ClientCredentials(token_url=url, client_id="acme", auth=ClientSecretBasic(SECRET)),
         )
         with anyio.fail_after(5):
             token = await tm.get_token("acme")
