@@ -371,7 +371,11 @@ SECTIONS = {
         "itself; `× tf` compares rows of the same kind. "
         "Ideal: one token per tenant per lifetime.",
     ),
-    "B4": ("B4 many tenants", "Each contender in a fresh process; time limit {b4_limit:g} s."),
+    "B4": (
+        "B4 many tenants",
+        "Each contender in a fresh process, its callers asyncio tasks; time limit {b4_limit:g} s "
+        "(from 10,000 tenants tokenflight alone, run to completion: a 600 s guard).",
+    ),
     "B5": (
         "B5 scale (tokenflight only)",
         "{b5_tenants:,} tenants registered and fetched "
