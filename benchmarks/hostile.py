@@ -5,9 +5,14 @@
 
 For each attack on one tenant, while a tenant on a healthy IdP keeps fetching new tokens
 through the same manager: the typed error the attack ends in, the peak memory it added
-(tracemalloc, in a second run of the same attack), the longest stretch of CPU the event
-loop's thread spent between two ticks of a 2 ms ticker (thread CPU time, so a busy machine
-does not inflate it), and the slowest healthy token fetch during the attack.
+(tracemalloc, in a second run of the same attack), two views of event-loop blocking from
+a ticker task that sleeps 2 ms at a time: the longest stretch of CPU the loop's thread
+spent between two ticks (thread CPU time, which a busy machine does not inflate: what the
+tests bound) and the longest tick lag (how late a tick came, wall clock: what other tasks
+felt), and the slowest healthy token fetch during the attack.
+
+`store_and_api_attacks()` adds a Redis store that stops answering (asyncio only) and an
+API that answers every call with a 401 whose body is a gzip bomb.
 
 `tests/hostile/test_attacks.py` runs the same attacks and asserts the bounds.
 """
@@ -16,8 +21,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import gzip
+import signal
+import socket
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -25,6 +34,7 @@ import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -35,6 +45,7 @@ from tokenflight import (
     ClientSecretBasic,
     ClientSecretPost,
     RetryPolicy,
+    Token,
     TokenError,
     TokenManager,
 )
@@ -121,6 +132,8 @@ class Attack:
     answer: bytes | None = None
     discovered: bool = False  # the victim's issuer is the hostile server
     hanging_resolver: bool = False
+    redis_stall: bool = False  # the manager's Redis store stops answering (SIGSTOP)
+    api_calls: int = 0  # the victim calls its API (the hostile server) this many times
 
 
 def attacks(scale: int = 1024) -> list[Attack]:
@@ -150,6 +163,22 @@ def attacks(scale: int = 1024) -> list[Attack]:
     ]
 
 
+def store_and_api_attacks(scale: int = 1024) -> list[Attack]:
+    """Attacks on what surrounds the IdP: the shared store, and the API a token is for.
+
+    The Redis stall needs the asyncio loop (redis-py) and a `redis-server` binary.
+    """
+    headers = {"Content-Encoding": "gzip", "WWW-Authenticate": 'Bearer error="invalid_token"'}
+    return [
+        Attack("Redis store stalled (SIGSTOP) during fetches", redis_stall=True),
+        Attack(
+            f"API answering 50 calls with 401, each a {scale // 4:,} MB gzip bomb",
+            raw_response(bomb(scale // 4), status="401 Unauthorized", headers=headers),
+            api_calls=50,
+        ),
+    ]
+
+
 @dataclass(frozen=True)
 class Figures:
     """What one attack cost."""
@@ -157,6 +186,7 @@ class Figures:
     name: str
     error: str
     longest_block: float  # seconds of loop-thread CPU between two ticks
+    longest_lag: float  # seconds a 2 ms tick came late (wall clock)
     healthy_fetches: int
     healthy_failures: int
     slowest_healthy: float  # seconds
@@ -181,10 +211,62 @@ async def run_attack(
             return healthy
 
         retry = RetryPolicy(total_timeout=budget, attempts=1)
-        async with TokenManager(resolver=resolver, retry=retry) as tokens:
+        async with (
+            _stalled_redis(attack) as store,
+            TokenManager(resolver=resolver, retry=retry, store=store) as tokens,
+        ):
+            if attack.redis_stall or attack.api_calls:  # the victim's IdP is a good one
+                idp.add_client("victim", SECRET)
+                victim = dataclasses.replace(healthy, client_id="victim")
             if not attack.hanging_resolver:
                 tokens.register("victim", victim)
             return await _measure(attack, tokens, hostile, trace_memory=trace_memory)
+
+
+@asynccontextmanager
+async def _stalled_redis(attack: Attack) -> AsyncIterator[Any]:
+    """For the Redis stall: a store on a redis-server of its own, stopped once the store
+    has connected (SIGSTOP: connections open, nothing answers); else no store."""
+    if not attack.redis_stall:
+        yield None
+        return
+    from tokenflight.redis import RedisTokenStore
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        with anyio.fail_after(10):
+            while not await _answers_ping(port):
+                await anyio.sleep(0.05)
+        store = RedisTokenStore(f"redis://127.0.0.1:{port}/0", prefix="hostile:")
+        await store.fetch("warm-up", _warm_up_token, min_ttl=0, current=None)  # connected
+        assert store.stats().fallbacks == 0
+        server.send_signal(signal.SIGSTOP)
+        yield store
+    finally:
+        server.send_signal(signal.SIGCONT)
+        server.kill()
+        server.wait()
+
+
+async def _answers_ping(port: int) -> bool:
+    try:
+        async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+            await stream.send(b"PING\r\n")
+            return (await stream.receive()).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+async def _warm_up_token() -> Token:
+    now = anyio.current_time()
+    return Token(access_token="warm-up", expires_in=60, obtained_at=now, expires_at=now + 60)
 
 
 def _victim_credentials(attack: Attack, url: str) -> ClientCredentials:
@@ -203,19 +285,20 @@ async def _measure(
     attack: Attack, tokens: TokenManager, hostile: Hostile, *, trace_memory: bool
 ) -> Figures:
     error = "none"
-    longest = 0.0
+    longest = lag = 0.0
     latencies: list[float] = []
     failures = 0
     done = anyio.Event()
 
     async def ticker() -> None:
-        nonlocal longest
-        last = time.thread_time()
+        nonlocal longest, lag
+        last, last_wall = time.thread_time(), time.perf_counter()
         while True:
             await anyio.sleep(0.002)
-            now = time.thread_time()
+            now, now_wall = time.thread_time(), time.perf_counter()
             longest = max(longest, now - last)
-            last = now
+            lag = max(lag, now_wall - last_wall - 0.002)
+            last, last_wall = now, now_wall
 
     async def healthy() -> None:
         nonlocal failures
@@ -236,7 +319,14 @@ async def _measure(
     async def victim() -> None:
         nonlocal error
         try:
-            await tokens.get_token("victim")
+            if attack.api_calls:
+                error = await _call_api(attack.api_calls, tokens, hostile)
+            else:
+                if attack.redis_stall:
+                    hostile.arrived.set()  # Redis is stopped: the attack is on
+                await tokens.get_token("victim")
+            if attack.redis_stall or attack.api_calls:
+                await hostile.release.wait()  # go on while healthy tenants fetch
         except TokenError as exc:
             error = type(exc).__name__
         finally:
@@ -266,11 +356,26 @@ async def _measure(
         attack.name,
         error,
         longest,
+        lag,
         len(latencies),
         failures,
         max(latencies, default=0.0),
         growth,
     )
+
+
+async def _call_api(calls: int, tokens: TokenManager, hostile: Hostile) -> str:
+    """Call the victim's API `calls` times through `TokenAuth`, never reading a body;
+    what the victim saw: the statuses and the token requests its 401s caused."""
+    statuses: set[int] = set()
+    async with tokens.client("victim", base_url=hostile.url) as http:
+        for _ in range(calls):
+            response = await http.send(http.build_request("GET", "/thing"), stream=True)
+            statuses.add(response.status_code)
+            await response.aclose()
+    keys = tokens.stats().keys
+    fetches = sum(k.fetches + k.refreshes for key, k in keys.items() if key.tenant == "victim")
+    return f"HTTP {'/'.join(map(str, sorted(statuses)))}, {fetches} token requests"
 
 
 async def figures(attack: Attack, *, budget: float = BUDGET) -> Figures:
@@ -284,14 +389,14 @@ async def figures(attack: Attack, *, budget: float = BUDGET) -> Figures:
 def table(rows: list[Figures]) -> str:
     """A Markdown table of the figures."""
     lines = [
-        "| attack | typed error | peak memory added | longest loop block | healthy fetches "
-        "(failed) | slowest healthy fetch |",
-        "|---|---|---|---|---|---|",
+        "| attack | typed error | peak memory added | longest loop block (CPU) | longest "
+        "tick lag (wall) | healthy fetches (failed) | slowest healthy fetch |",
+        "|---|---|---|---|---|---|---|",
     ]
     lines += [
         f"| {row.name} | `{row.error}` | {row.peak_growth / 2**20:.2f} MB | "
-        f"{row.longest_block * 1000:.1f} ms | {row.healthy_fetches} ({row.healthy_failures}) | "
-        f"{row.slowest_healthy * 1000:.1f} ms |"
+        f"{row.longest_block * 1000:.1f} ms | {row.longest_lag * 1000:.1f} ms | "
+        f"{row.healthy_fetches} ({row.healthy_failures}) | {row.slowest_healthy * 1000:.1f} ms |"
         for row in rows
     ]
     return "\n".join(lines)
@@ -304,7 +409,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     async def run_all() -> list[Figures]:
-        return [await figures(attack) for attack in attacks(args.scale)]
+        chosen = attacks(args.scale) + [
+            attack
+            for attack in store_and_api_attacks(args.scale)
+            if not (attack.redis_stall and args.backend != "asyncio")  # redis-py: asyncio
+        ]
+        return [await figures(attack) for attack in chosen]
 
     rows = anyio.run(run_all, backend=args.backend)
     print(table(rows))
