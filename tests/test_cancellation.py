@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import gc
+import json
 import time
 
 import anyio
+import httpx
 import pytest
+import trio.testing
 
 from helpers import wait_until
 from tokenflight import (
@@ -110,20 +113,39 @@ def test_leeway_scales_with_lifetime():
     assert policy.leeway_for(1) == pytest.approx(0.1)
 
 
+@pytest.mark.parametrize(
+    "anyio_backend", [("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)})]
+)
 async def test_token_is_treated_as_expired_a_leeway_early():
-    """A 1 s token is replaced 0.1 s (its scaled leeway) before it really expires."""
+    """A 1 s token is replaced 0.1 s (its scaled leeway) before it really expires (on
+    trio's MockClock, with the token endpoint in memory: no real time involved)."""
+    issued: list[str] = []
+
+    async def endpoint(request: httpx.Request) -> httpx.Response:
+        issued.append(f"tok-{len(issued)}")
+        body = {"access_token": issued[-1], "token_type": "Bearer", "expires_in": 1}
+        return httpx.Response(200, content=json.dumps(body).encode())
+
     refresh = RefreshPolicy(fraction=0.5, jitter=0, leeway=10)
-    async with IdentityProvider(token_lifetime=1) as idp:
-        idp.add_client("acme", SECRET)
-        async with TokenManager(retry=RETRY, refresh=refresh) as tm:
-            tm.register("acme", creds(idp))
-            first = await tm.get_token("acme")  # not used again: no background refresh
-            leeway = refresh.leeway_for(first.expires_in)
-            await wait_until(lambda: anyio.current_time() >= first.expires_at - leeway * 0.5)
-            assert anyio.current_time() < first.expires_at
-            second = await tm.get_token("acme")
-            assert second.access_token != first.access_token
-            assert idp.token_requests == 2
+    async with (
+        httpx.AsyncClient(transport=httpx.MockTransport(endpoint)) as http,
+        TokenManager(http_client=http, retry=RETRY, refresh=refresh) as tm,
+    ):
+        tm.register(
+            "acme",
+            ClientCredentials(
+                token_url="https://idp.example/token",
+                client_id="acme",
+                auth=ClientSecretBasic(SECRET),
+            ),
+        )
+        first = await tm.get_token("acme")  # not used again: no background refresh
+        leeway = refresh.leeway_for(first.expires_in)
+        await anyio.sleep(first.expires_at - leeway * 0.5 - anyio.current_time())
+        assert first.expires_at - leeway < anyio.current_time() < first.expires_at
+        second = await tm.get_token("acme")
+        assert second.access_token != first.access_token
+        assert issued == ["tok-0", "tok-1"]
 
 
 async def test_closing_ends_fetches_and_refreshes_in_flight():

@@ -129,12 +129,16 @@ def _wait(policy: RetryPolicy, cooling: Callable[[], float]) -> Callable[[RetryC
         retry_after = getattr(exc, "retry_after", None)
         if retry_after is not None:
             delay = max(delay, retry_after)
-        log = attempt_log.get()
-        if log is not None:
-            log.waited += delay
         return delay
 
     return wait
+
+
+def _count_wait(state: RetryCallState) -> None:
+    """Add a wait to the attempt log once it is certain (a wait past the budget is not)."""
+    log = attempt_log.get()
+    if log is not None:
+        log.waited += state.upcoming_sleep
 
 
 class TokenEndpoint:
@@ -230,6 +234,7 @@ class TokenEndpoint:
             | stop_before_delay(policy.total_timeout),
             wait=_wait(policy, lambda: self._rate_limits.jittered(origin)),
             retry=retry_if_exception_type(_Retryable),
+            before_sleep=_count_wait,
             reraise=True,
         )
         attempts = 0
