@@ -85,3 +85,10 @@ async def test_a_cached_get_token_with_instrumentation_allocates_nothing(
             peaks.append(many)
         assert peaks[0] == peaks[1]  # instrumentation allocates nothing of its own
         assert instrumented.stats().total.hits == plain.stats().total.hits == 21_022
+
+
+async def test_get_token_rejects_an_unknown_keyword(tokens: TokenManager) -> None:
+    """get_token's keywords are checked: a misspelt one is a TypeError, as a function's."""
+    with pytest.raises(TypeError, match="unexpected keyword argument 'audiance'"):
+        await tokens.get_token("acme", audiance="api")  # type: ignore[call-arg]
+    assert (await tokens.get_token("acme", audience=None, min_ttl=0.0)).access_token
