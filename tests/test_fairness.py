@@ -12,6 +12,7 @@ import pytest
 from helpers import wait_until
 from tokenflight import (
     ClientCredentials,
+    ClientSecretBasic,
     RetryPolicy,
     TokenEndpointUnavailable,
     TokenManager,
@@ -27,7 +28,9 @@ RETRY = RetryPolicy(attempts=3, initial_wait=0.01, max_wait=0.05, total_timeout=
 
 
 def creds(idp: IdentityProvider, client_id: str) -> ClientCredentials:
-    return ClientCredentials(token_url=idp.token_url, client_id=client_id, client_secret=SECRET)
+    return ClientCredentials(
+        token_url=idp.token_url, client_id=client_id, auth=ClientSecretBasic(SECRET)
+    )
 
 
 @asynccontextmanager
