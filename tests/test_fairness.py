@@ -205,10 +205,10 @@ async def test_a_short_cooldown_is_waited_out_by_the_other_tenants():
 
 def test_fetch_defaults_by_stack():
     """Defaults: 64 fetches (48 per provider) on httpx2 and aiohttp, 20 (15) on httpx."""
-    from tokenflight._manager import _fetch_defaults
+    from tokenflight._http import fetch_defaults
 
-    assert _fetch_defaults("httpx2", None, None, None)[:2] == (64, 48)
-    assert _fetch_defaults("aiohttp", None, None, None)[:2] == (64, 48)
-    total, per_origin, limits = _fetch_defaults("httpx", None, None, None)
+    assert fetch_defaults("httpx2", None, None, None)[:2] == (64, 48)
+    assert fetch_defaults("aiohttp", None, None, None)[:2] == (64, 48)
+    total, per_origin, limits = fetch_defaults("httpx", None, None, None)
     assert (total, per_origin, limits.max_connections) == (20, 15, 20)
-    assert _fetch_defaults("httpx", 8, 30, None)[:2] == (8, 8)  # never above the total
+    assert fetch_defaults("httpx", 8, 30, None)[:2] == (8, 8)  # never above the total

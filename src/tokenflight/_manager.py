@@ -31,19 +31,15 @@ from ._errors import (
     ManagerClosedError,
     TokenEndpointUnavailable,
     TokenError,
-    TokenRequestRefused,
 )
 from ._hooks import (
-    CooldownEntered,
     EvictionReason,
-    FetchFinished,
     FetchStarted,
     HookChain,
     Instrumentation,
     SlotEvicted,
     endpoint_host,
     next_fetch_id,
-    outcome_of,
 )
 from ._http import (
     DEFAULT_ADMISSION,
@@ -51,19 +47,21 @@ from ._http import (
     DEFAULT_TIMEOUT,
     AnyClient,
     HttpStack,
+    fetch_defaults,
     make_client,
     pool_admission,
     resolve_stack,
 )
 from ._mtls import ClientPool, tls_context
-from ._origins import FetchLimiter, RateLimits, origin_of
-from ._redact import redact_url
+from ._origins import FetchLimiter, RateLimits
+from ._pipeline import FetchPipeline
 from ._refresh_queue import RefreshQueue
 from ._resolver import Resolver, TenantResolver
 from ._scheduler import RefreshScheduler
+from ._settle import Outcomes, log_fields
 from ._slot import Slot, SlotKey, TokenFlight
 from ._stats import KeyStatistics, ManagerStatistics
-from ._store import TokenStore, fetch_from, store_key
+from ._store import TokenStore, store_key
 from ._table import SlotTable
 from ._token import Token
 
@@ -169,7 +167,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         self._request_times = RequestTimes()
         self._timeout = timeout
         self._fetch_options = (max_concurrent_fetches, max_fetches_per_origin, limits)
-        self._max_fetches, self._max_per_origin, self._limits = _fetch_defaults(
+        self._max_fetches, self._max_per_origin, self._limits = fetch_defaults(
             self._stack, *self._fetch_options
         )
         self._credentials_ttl = credentials_ttl
@@ -190,6 +188,15 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         self._tls_clients = ClientPool(self._make_tls_client)
         self._endpoint: TokenEndpoint | None = None
         self._discovery: Discovery | None = None
+        self._pipeline: FetchPipeline | None = None
+        self._hooks = HookChain(instrumentation)
+        self._outcomes = Outcomes(
+            refresh=self._refresh,
+            retry=self._retry,
+            request_times=self._request_times,
+            hooks=self._hooks,
+            clock=self._clock,
+        )
         self._fetch_limiter = FetchLimiter(self._max_fetches, self._max_per_origin)
         self._rate_limits = RateLimits(
             self._clock, max_cooldown=self._retry.max_cooldown, default=self._retry.cooldown
@@ -197,7 +204,6 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         self._refreshing = 0
         self._refresh_queue = RefreshQueue()
         self._scheduler = RefreshScheduler(self._clock, self._on_due)
-        self._hooks = HookChain(instrumentation)
 
     def __repr__(self) -> str:
         state = "running" if self._tg is not None else "stopped"
@@ -213,7 +219,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         async with AsyncExitStack() as stack:
             client = self._http_client
             self._stack = resolve_stack(self._stack)
-            self._max_fetches, self._max_per_origin, self._limits = _fetch_defaults(
+            self._max_fetches, self._max_per_origin, self._limits = fetch_defaults(
                 self._stack, *self._fetch_options
             )
             if client is None:
@@ -242,6 +248,27 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             tg = await stack.enter_async_context(anyio.create_task_group())
             tg.start_soon(self._scheduler.run)
             self._discovery = Discovery(client, tg, self._retry, self._clock)
+            self._outcomes = Outcomes(
+                refresh=self._refresh,
+                retry=self._retry,
+                request_times=self._request_times,
+                hooks=self._hooks,
+                clock=self._clock,
+            )
+            self._pipeline = FetchPipeline(
+                table=self._table,
+                resolver=self._resolver,
+                task_group=self._task_group,
+                discovery=self._discovery,
+                endpoint=self._endpoint,
+                store=self._store,
+                fetch_limiter=self._fetch_limiter,
+                rate_limits=self._rate_limits,
+                dpop_nonces=self._dpop_nonces,
+                retry=self._retry,
+                clock=self._clock,
+                credentials_ttl=self._credentials_ttl,
+            )
             self._thread = threading.get_ident()
             self._tg = tg
             try:
@@ -616,8 +643,12 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         # so a fetch served from the store reports no attempts of an earlier request.
         attempt_log.set(None)
 
+        pipeline = self._pipeline
+        if pipeline is None:  # only made by `async with`
+            raise ManagerClosedError("the TokenManager is not running")
+
         async def obtain() -> Token:
-            return await self._obtain(slot, flight, deadline)
+            return await pipeline.obtain(slot, flight, deadline)
 
         def failure(message: str) -> TokenError:
             return TokenEndpointUnavailable(message, endpoint=slot.creds.token_url or "")
@@ -639,252 +670,12 @@ class TokenManager(anyio.AsyncContextManagerMixin):
                 self._refreshing -= 1
                 self._start_queued_refreshes()
             if not isinstance(flight.error, ManagerClosedError):
-                self._settle(slot, flight)
+                self._outcomes.settle(slot, flight)
+                if not slot.evicted:
+                    self._scheduler.schedule(slot, slot.next_wakeup())
             elif self._hooks:  # cut off by shutdown: nothing to settle, but hooks see the end
-                self._report_finish(slot, flight, self._clock())
+                self._outcomes.report_finish(slot, flight, self._clock())
             flight.done.set()
-
-    async def _obtain(self, slot: Slot, flight: TokenFlight, deadline: float) -> Token:
-        """The slot's next token; resolved credentials are re-resolved when stale or refused."""
-        resolved_at = self._resolved.get(slot.key.tenant)
-        if resolved_at is None:
-            return await self._obtain_with(slot, flight, deadline)
-        ttl = self._credentials_ttl
-        if ttl is not None and self._clock() >= resolved_at + ttl:
-            await self._resolve_again(slot)
-        sent = self._tenants.get(slot.key.tenant)
-        try:
-            return await self._obtain_with(slot, flight, deadline)
-        except TokenRequestRefused as exc:
-            # Rotated credentials: the resolver may know the new ones; ask it once.
-            if exc.error not in ("invalid_client", "unauthorized_client"):
-                raise
-            if not await self._resolve_again(slot, sent=sent):
-                raise
-            logger.info(
-                "tenant %r: %s with the resolver's old credentials; retrying with its new ones",
-                slot.key.tenant,
-                exc.error,
-            )
-            return await self._obtain_with(slot, flight, deadline)
-
-    async def _resolve_again(self, slot: Slot, *, sent: ClientCredentials | None = None) -> bool:
-        """Ask the resolver again for the slot's tenant; whether the credentials changed.
-
-        `sent` are the credentials a refused request used: when another key of the tenant
-        has re-resolved them since, they changed already and the resolver is not asked.
-        """
-        tenant = slot.key.tenant
-        current = self._tenants.get(tenant)
-        if sent is not None and current is not None and current != sent:
-            return tenant in self._resolved
-
-        def adopt(fresh: ClientCredentials) -> None:  # once, before any waiter wakes
-            if tenant not in self._resolved:
-                return  # register()ed meanwhile: the user's credentials win
-            if fresh != self._tenants.get(tenant):
-                self._table.set_tenant(tenant, fresh, resolved_at=self._clock())
-            else:
-                self._resolved[tenant] = self._clock()
-
-        fresh = await self._resolver.resolve(tenant, self._task_group(), then=adopt)
-        if tenant not in self._resolved:
-            return False
-        return fresh != (sent if sent is not None else current)
-
-    async def _obtain_with(self, slot: Slot, flight: TokenFlight, deadline: float) -> Token:
-        """Discover, wait out the provider's cooldown and for a place, then fetch."""
-        await self._prepare(slot)
-        origin = origin_of(slot.creds.token_url or "")
-        while True:  # a cooldown may begin while this fetch waits for its place
-            await self._wait_for_origin(slot, origin, deadline)
-            # The wait for a place and the request after it share the fetch's budget.
-            queued_at = self._clock()
-            if not await self._fetch_limiter.acquire_before(origin, deadline):
-                raise self._out_of_budget(slot, origin, waited=None)
-            waited = self._clock() - queued_at
-            try:
-                if not self._rate_limits.remaining(origin):
-                    with anyio.CancelScope(deadline=deadline):
-                        return await self._fetch(slot, flight, deadline)
-                    raise self._out_of_budget(slot, origin, waited=waited)
-            finally:
-                self._fetch_limiter.release(origin)
-
-    def _out_of_budget(
-        self, slot: Slot, origin: str, *, waited: float | None
-    ) -> TokenEndpointUnavailable:
-        """The error of a fetch whose budget ran out waiting for a place (`waited` None),
-        or in its token request after `waited` seconds for the place."""
-        url = slot.creds.token_url or ""
-        budget = f"the fetch budget of {self._retry.total_timeout:g}s"
-        if waited is None:
-            held = self._fetch_limiter.in_flight(origin)
-            return TokenEndpointUnavailable(
-                f"no place for a token request to {redact_url(url)} within {budget}: waiting "
-                f"for a place behind {held} request(s) in flight to this provider (at most "
-                f"{self._max_per_origin} at once); no request sent",
-                endpoint=url,
-            )
-        log = attempt_log.get()
-        attempts = 0 if log is None else log.attempts
-        queue = f", {waited:.2g}s of it waiting for a place" if waited >= 0.001 else ""
-        return TokenEndpointUnavailable(
-            f"token endpoint {redact_url(url)} gave no token within {budget}{queue} "
-            f"({attempts} attempt(s))",
-            endpoint=url,
-            attempts=attempts,
-        )
-
-    async def _prepare(self, slot: Slot) -> None:
-        """Discover the token endpoint (once per issuer) and make the DPoP key if needed."""
-        discovery = self._discovery
-        if discovery is None:  # only made by `async with`
-            raise ManagerClosedError("the TokenManager is not running")
-        configured = slot.configured or slot.creds
-        if configured.token_url is None and (  # discovered, until the metadata expires
-            slot.configured is None or self._clock() >= slot.discovered_until
-        ):
-            slot.creds, slot.discovered_until = await discovery.resolve(configured)
-            slot.configured = configured
-        if slot.creds.dpop and slot.dpop is None:
-            slot.dpop = DPoPProver(self._dpop_nonces)
-
-    async def _wait_for_origin(self, slot: Slot, origin: str, deadline: float) -> None:
-        """Wait out the provider's rate-limit cooldown, or fail now if it outlasts the budget.
-
-        Raises:
-            TokenEndpointUnavailable: The cooldown ends after `deadline`; it carries the
-                seconds left as `retry_after`, which the slot's own cooldown honours.
-        """
-        left = self._rate_limits.remaining(origin)
-        if not left:
-            return
-        url = slot.creds.token_url or ""
-        if self._clock() + left >= deadline:
-            raise TokenEndpointUnavailable(
-                f"token endpoint {redact_url(url)} is rate limited: it asked (HTTP "
-                f"{self._rate_limits.status(origin)}, Retry-After) for no requests for "
-                f"another {left:.1f}s; no request sent",
-                endpoint=url,
-                status_code=self._rate_limits.status(origin),
-                retry_after=left,
-            )
-        await anyio.sleep(self._rate_limits.jittered(origin))
-
-    async def _fetch(self, slot: Slot, flight: TokenFlight, deadline: float) -> Token:
-        """One token from the shared store, or from the endpoint (under the store's lock).
-
-        A store waiting on another process's fetch gives up in time to fetch by `deadline`.
-        """
-        endpoint = self._endpoint
-        if endpoint is None:  # only made by `async with`
-            raise ManagerClosedError("the TokenManager is not running")
-        fetched = False
-
-        async def fetch_new() -> Token:
-            nonlocal fetched
-            fetched = True
-            return await endpoint.fetch(slot.creds, slot.request, dpop=slot.dpop)
-
-        if self._store is None or slot.dpop is not None:  # a DPoP token is bound to our key
-            return await fetch_new()
-        # A token an API just rejected is as good as the current one: never handed back.
-        current = slot.token or slot.rejected
-        token = await fetch_from(
-            self._store, store_key(slot), fetch_new, current=current, deadline=deadline
-        )
-        if not fetched:
-            slot.store_hits += 1
-            flight.from_store = True
-        return token
-
-    def _settle(self, slot: Slot, flight: TokenFlight) -> None:
-        """Record a flight's outcome on its slot and plan the next wake-up (no I/O)."""
-        now = self._clock()
-        slot.last_latency = max(0.0, now - flight.started_at)
-        slot.latencies.append(slot.last_latency)
-        token = flight.result
-        if token is not None and now >= token.expires_at:
-            # Expired on arrival (a lifetime shorter than this loop's latency): a failure,
-            # with its cooldown, or every call would ask again at once.
-            flight.result = None
-            flight.error = TokenEndpointUnavailable(
-                f"tokens from {slot.creds.token_url} expire before they can be used "
-                f"(lifetime {token.expires_in:.3g}s): the provider's expires_in is too "
-                "short, or this event loop is overloaded",
-                endpoint=slot.creds.token_url or "",
-            )
-        if flight.result is not None:
-            self._settle_token(slot, flight)
-        elif flight.error is not None:
-            self._settle_failure(slot, flight.error, now)
-        if not slot.evicted:
-            self._scheduler.schedule(slot, slot.next_wakeup())
-        if self._hooks:
-            self._report_finish(slot, flight, now)
-
-    def _report_finish(self, slot: Slot, flight: TokenFlight, now: float) -> None:
-        error = None if flight.result is not None else flight.error
-        log = attempt_log.get()  # the flight's own task: its token request's log
-        self._hooks.fetch_finished(
-            FetchFinished(
-                key=slot.key,
-                client_id=slot.creds.client_id,
-                endpoint_host=endpoint_host(slot.creds.token_url or slot.creds.issuer),
-                background=flight.background,
-                fetch_id=flight.fetch_id,
-                duration=max(0.0, now - flight.started_at),
-                outcome=outcome_of(error),
-                error_code=getattr(error, "error", None),
-                error_type=None if error is None else type(error).__name__,
-                status_code=getattr(error, "status_code", None),
-                from_store=flight.from_store,
-                attempts=None if log is None else log.attempts,
-                retry_wait=None if log is None else log.waited,
-            )
-        )
-
-    def _settle_token(self, slot: Slot, flight: TokenFlight) -> None:
-        assert flight.result is not None
-        if flight.from_store:
-            pass  # counted as a store hit; another process made the request
-        elif flight.background:
-            slot.refreshes += 1
-            logger.debug(
-                "refreshed the token of tenant %r (client_id %r) in the background",
-                slot.key.tenant,
-                slot.creds.client_id,
-                extra=self._log_fields(slot, attempt=_attempts_sent()),
-            )
-        else:
-            slot.fetches += 1
-        flight.result = slot.take_token(
-            flight.result, self._refresh, margin=self._request_times.margin, now=self._clock()
-        )
-
-    def _settle_failure(self, slot: Slot, error: TokenError, now: float) -> None:
-        cooldown = slot.take_failure(error, now, self._retry)
-        logger.warning(
-            "token request for tenant %r (client_id %r) failed, next try in %.1fs: %s",
-            slot.key.tenant,
-            slot.creds.client_id,
-            cooldown,
-            error.message,
-            extra=self._log_fields(
-                slot, status=getattr(error, "status_code", None), attempt=_attempts_sent()
-            ),
-        )
-        if self._hooks:
-            self._hooks.cooldown_entered(
-                CooldownEntered(
-                    key=slot.key,
-                    client_id=slot.creds.client_id,
-                    seconds=cooldown,
-                    error_type=type(error).__name__,
-                    failures=slot.failures,
-                )
-            )
 
     def _on_due(self, slot: Slot) -> None:
         """The scheduler's callback: evict, refresh, then plan the next look.
@@ -949,51 +740,10 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         self._evictions += counted
         tenant = slot.key.tenant
         self._table.remove(slot)  # a resolved tenant leaves with its last slot
-        logger.debug(
-            "evicted a slot of tenant %r (%s)", tenant, reason, extra=self._log_fields(slot)
-        )
+        logger.debug("evicted a slot of tenant %r (%s)", tenant, reason, extra=log_fields(slot))
         if self._hooks:
             self._hooks.slot_evicted(SlotEvicted(key=slot.key, reason=reason))
-
-    @staticmethod
-    def _log_fields(
-        slot: Slot, *, status: int | None = None, attempt: int | None = None
-    ) -> dict[str, object]:
-        """Structured fields of a log record (`extra=`): never a secret or a token.
-
-        `attempt` is the number of attempts the fetch's last token request sent.
-        """
-        return {
-            "tenant": slot.key.tenant,
-            "client_id": slot.creds.client_id,
-            "endpoint_host": endpoint_host(slot.creds.token_url or slot.creds.issuer),
-            "status": status,
-            "attempt": attempt,
-        }
 
     def _drop_tenant_slots(self, tenant: str) -> None:
         for slot in self._table.of_tenant(tenant):
             self._evict(slot, counted=False, reason="tenant_dropped")
-
-
-def _attempts_sent() -> int | None:
-    """Attempts sent by this task's last token request (in a flight's own task)."""
-    log = attempt_log.get()
-    return None if log is None else log.attempts
-
-
-def _fetch_defaults(
-    stack: str, total: int | None, per_origin: int | None, limits: httpx.Limits | None
-) -> tuple[int, int, httpx.Limits]:
-    """Fetch concurrency, per provider and in all, and the token client's pool, by stack.
-
-    Measured on a cold start of 2,000 tenants on one provider (20 callers each): httpx2 and
-    aiohttp's transport are fastest at 64 requests at once; httpx (httpcore 1.0) at 20.
-    """
-    if total is None:
-        total = 20 if stack in ("httpx", "auto") else 64
-    if per_origin is None:
-        per_origin = max(1, total * 3 // 4)
-    if limits is None:
-        limits = httpx.Limits(max_connections=total, max_keepalive_connections=total)
-    return total, min(per_origin, total), limits

@@ -153,6 +153,11 @@ class FetchLimiter:
             del self._origins[origin]
         self._dispatch()
 
+    @property
+    def per_origin(self) -> int:
+        """The most places one origin holds at once."""
+        return self._per_origin
+
     def in_flight(self, origin: str | None = None) -> int:
         """Places taken, overall or by one origin."""
         if origin is None:
