@@ -29,7 +29,7 @@ from ._errors import (
 )
 from ._hooks import endpoint_host
 from ._http import DECODING_ERRORS, TRANSPORT_ERRORS
-from ._origins import RateLimits, origin_of
+from ._origins import RateLimits, RequestPace, origin_of
 from ._read import read_bounded
 from ._redact import RedactedDict, redact_url
 from ._token import (
@@ -153,6 +153,7 @@ class TokenEndpoint:
         clock: Callable[[], float],
         client_for: Callable[[ClientAuth], httpx.AsyncClient | None],
         rate_limits: RateLimits | None = None,
+        pace: RequestPace | None = None,
     ) -> None:
         self._client = client
         self._retry = retry
@@ -164,6 +165,8 @@ class TokenEndpoint:
         self._rate_limits = rate_limits or RateLimits(
             clock, max_cooldown=retry.max_cooldown, default=retry.cooldown
         )
+        # A ceiling of requests per second per provider, retries included (optional).
+        self._pace = pace
         # For a `ClientSecret` without discovery: the method that worked, per token URL.
         self._auto_methods: dict[str, int] = {}
 
@@ -247,6 +250,8 @@ class TokenEndpoint:
             attempts += 1
             log.attempts = attempts
             for nonce_retry in (False, True):  # RFC 9449 section 8: once more with a nonce
+                if self._pace is not None:
+                    await self._pace.wait(origin)
                 form, headers = build_form(creds, request, auth=auth)  # fresh assertion
                 if dpop is not None:
                     headers["DPoP"] = dpop.proof("POST", url)

@@ -53,7 +53,7 @@ from ._http import (
     resolve_stack,
 )
 from ._mtls import ClientPool, tls_context
-from ._origins import FetchLimiter, RateLimits
+from ._origins import FetchLimiter, RateLimits, RequestPace
 from ._pipeline import FetchPipeline
 from ._refresh_queue import RefreshQueue
 from ._resolver import Resolver, TenantResolver
@@ -121,6 +121,11 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             leaves a quarter of the places to the tenants of other providers, and one
             provider's cold start still gets most of them. Free places go to the
             provider holding the fewest.
+        max_fetch_rate_per_origin: At most this many token requests per second to one
+            identity provider, retries included (a burst of one second's worth, then
+            evenly spaced), for providers that publish a rate limit: a cold start of
+            10,000 tenants then keeps to it. None (the default): no ceiling beyond the
+            concurrency limits and the provider's own 429s.
         instrumentation: An `Instrumentation` (such as
             `tokenflight.otel.OpenTelemetryInstrumentation`), or a sequence of them, told
             about token fetches, cooldowns and evictions; a hook that raises is logged.
@@ -141,6 +146,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         max_fetches_per_origin: int | None = None,
         credentials_ttl: float | None = None,
         instrumentation: Instrumentation | Sequence[Instrumentation] | None = None,
+        max_fetch_rate_per_origin: float | None = None,
     ) -> None:
         if max_concurrent_fetches is not None and (
             not isinstance(max_concurrent_fetches, int) or max_concurrent_fetches < 1
@@ -152,6 +158,16 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             not isinstance(max_fetches_per_origin, int) or max_fetches_per_origin < 1
         ):
             raise ConfigurationError("max_fetches_per_origin must be an integer >= 1 or None")
+        rate = max_fetch_rate_per_origin
+        if rate is not None and (
+            isinstance(rate, bool)
+            or not isinstance(rate, (int, float))
+            or not 0 < rate < float("inf")
+        ):
+            raise ConfigurationError(
+                "max_fetch_rate_per_origin must be a number of requests per second > 0, or None"
+            )
+        self._max_rate = rate
         if store is not None and not isinstance(store, TokenStore):
             raise ConfigurationError("store must implement fetch(), invalidate() and aclose()")
         self._store = store
@@ -240,6 +256,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
                 clock=self._clock,
                 client_for=self._tls_clients.client_for,
                 rate_limits=self._rate_limits,
+                pace=None if self._max_rate is None else RequestPace(self._max_rate, self._clock),
             )
             self._fetch_limiter = FetchLimiter(self._max_fetches, self._max_per_origin)
             self._refreshing = 0

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import anyio
 import anyio.lowlevel
 
-__all__ = ["FetchLimiter", "FetchLimiterStatistics", "RateLimits", "origin_of"]
+__all__ = ["FetchLimiter", "FetchLimiterStatistics", "RateLimits", "RequestPace", "origin_of"]
 
 #: A cooldown ends for each waiting fetch at a random point up to this fraction later, so
 #: the tenants that a provider held back do not all come back in the same instant.
@@ -256,3 +256,35 @@ class RateLimits:
         """`remaining()`, plus up to `COOLDOWN_JITTER` of it at random (0 stays 0)."""
         left = self.remaining(origin)
         return left + random.uniform(0, COOLDOWN_JITTER * left) if left else 0.0
+
+
+class RequestPace:
+    """At most `per_second` token requests per second to each origin, retries included.
+
+    A generic cell rate algorithm (a token bucket kept as one time per origin): a burst
+    of up to a second's worth goes at once, then requests are spaced `1 / per_second`
+    apart. Reserving is synchronous; the caller sleeps the returned wait. A reservation
+    that is not used (its fetch was cancelled) is not given back, which errs on the side
+    of the provider's limit.
+    """
+
+    def __init__(self, per_second: float, clock: Callable[[], float]) -> None:
+        self._interval = 1.0 / per_second
+        self._burst = max(1.0, per_second) * self._interval  # seconds of credit
+        self._clock = clock
+        self._next: dict[str, float] = {}  # origin -> its theoretical next arrival
+
+    def reserve(self, origin: str) -> float:
+        """Take the origin's next place in time; the seconds to wait before sending."""
+        now = self._clock()
+        if len(self._next) >= MAX_ORIGINS:  # many providers: forget the idle ones
+            self._next = {o: t for o, t in self._next.items() if t > now}
+        arrival = max(self._next.get(origin, now), now)
+        self._next[origin] = arrival + self._interval
+        return max(0.0, arrival + self._interval - self._burst - now)
+
+    async def wait(self, origin: str) -> None:
+        """Wait for the origin's next place in time."""
+        delay = self.reserve(origin)
+        if delay > 0:
+            await anyio.sleep(delay)
