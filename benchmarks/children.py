@@ -170,9 +170,11 @@ async def _b5_child(spec: dict[str, Any]) -> dict[str, Any]:
 
 def spawn(spec: dict[str, Any], hard_limit: float) -> dict[str, Any]:
     """Run one child measurement; a child that overruns is killed and reported as such."""
+    import processes  # the parent's: the child itself needs none of it
+
     argv = [sys.executable, str(HERE / "children.py"), json.dumps(spec)]
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=hard_limit, check=False)
+        done = processes.run_captured(argv, hard_limit)
     except subprocess.TimeoutExpired:
         return {"error": f"killed after {hard_limit:.0f} s", "timed_out": True}
     lines = done.stdout.strip().splitlines()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
@@ -35,13 +37,18 @@ def pin(pid: int, core: int) -> bool:
 
 @dataclass
 class IdPProcess:
-    """`python -m tokenflight idp --admin` on a free port, with a fixed token latency."""
+    """`python -m tokenflight idp --admin` on a free port, with a fixed token latency.
+
+    Its stderr goes to a temporary file (a live display must not be written over), shown
+    only when it fails: it does not start, or it has exited by the time it is stopped.
+    """
 
     latency: float = 0.02
     proc: subprocess.Popen[str] | None = None
     url: str = ""
     pinned: bool = False
     argv: list[str] = field(default_factory=list)
+    stderr: IO[str] | None = None
 
     def start(self, timeout: float = 20.0) -> str:
         self.argv = [
@@ -57,9 +64,18 @@ class IdPProcess:
             "--client",
             f"bench:{SECRET}",
         ]
+        import processes
+
+        # Closed by stop(), which every start() is paired with.
+        self.stderr = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            self.argv, stdout=subprocess.PIPE, text=True, preexec_fn=raise_fd_limit
+            self.argv,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            text=True,
+            preexec_fn=raise_fd_limit,
         )
+        processes.track(self.proc)
         self.pinned = pin(self.proc.pid, 1) and pin(os.getpid(), 0)
         deadline = time.monotonic() + timeout
         assert self.proc.stdout is not None
@@ -70,6 +86,8 @@ class IdPProcess:
             if "listening on " in line:
                 self.url = line.rsplit("listening on ", 1)[1].strip()
                 return self.url
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(1)  # its stdout closed: it is exiting (stop() shows why)
         self.stop()
         raise RuntimeError("the identity provider did not start")
 
@@ -82,14 +100,25 @@ class IdPProcess:
         return self.url + "/api/resource"
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        import processes
+
+        if self.proc is not None:
+            status = self.proc.poll()
+            if status is None:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait(5)
+            elif status > 0 and status != 130 and self.stderr is not None:  # it died on its own
+                self.stderr.seek(0)
+                processes.show_failure("the identity provider", status, self.stderr.read())
+            processes.untrack(self.proc)
+        if self.stderr is not None:
+            self.stderr.close()
         self.proc = None
+        self.stderr = None
 
 
 class Admin:

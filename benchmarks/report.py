@@ -10,7 +10,6 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import plots
 import scenario_calls
 import scenario_economy
 import scenario_fairness
@@ -465,5 +464,7 @@ def write(rows: list[Row], cfg: Row, info: Row, out: Path) -> dict[str, Path]:
     paths["markdown"].write_text(markdown(rows, cfg, info, checks), encoding="utf-8")
     raw = {"config": cfg, "machine": info, "targets": checks, "rows": rows}
     paths["json"].write_text(json.dumps(raw, indent=1, default=str), encoding="utf-8")
+    import plots  # matplotlib: only where the report is written (tests import this module)
+
     paths.update(plots.draw(rows, out))
     return paths

@@ -9,6 +9,10 @@ OS allows), with 20 ms of latency on every token response. Contenders run interl
 round by round, so machine noise hits them alike. Writes benchmarks/results/report.md,
 results.json and PNG plots; with --update-results (a quick run of every scenario) it also
 copies the report over the tracked benchmarks/RESULTS.md.
+
+Progress (display.py): live on a terminal with rich, plain lines otherwise; a summary
+table at the end. Ctrl-C terminates the children, prints the summary of the scenarios
+finished and exits 130 without writing a report.
 """
 
 from __future__ import annotations
@@ -22,12 +26,14 @@ import sys
 import time
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import children  # noqa: E402
+import display  # noqa: E402
+import processes  # noqa: E402
 import report  # noqa: E402
 import scenario_calls  # noqa: E402
 import scenario_economy  # noqa: E402
@@ -127,7 +133,7 @@ async def run_in_process(env: Env, name: str, cfg: dict[str, Any], rows: list[di
             except Exception as exc:  # a broken contender must not sink the whole run
                 result = {"error": f"{type(exc).__name__}: {exc}"[:200]}
             took = time.perf_counter() - started
-            print(f"  {name} round {rnd} {contender.name}: {took:.1f} s", flush=True)
+            display.step(f"  {name} round {rnd} {contender.name}: {took:.1f} s", rnd)
             rows.append({"scenario": name, "round": rnd, "contender": contender.name, **result})
 
 
@@ -154,7 +160,7 @@ async def run_b4(env: Env, cfg: dict[str, Any], rows: list[dict[str, Any]]) -> N
             result = await asyncio.to_thread(children.spawn, spec, limit + 60)
             await asyncio.sleep(0.5)  # let the IdP count requests still on the wire
             stats = await env.admin.stats()
-            print(f"  B4 {tenants}x{callers} {name}: {time.perf_counter() - started:.1f} s")
+            display.step(f"  B4 {tenants}x{callers} {name}: {time.perf_counter() - started:.1f} s")
             rows.append(
                 {
                     "scenario": "B4",
@@ -182,24 +188,22 @@ async def run_b5(cfg: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     }
     started = time.perf_counter()
     result = await asyncio.to_thread(children.spawn, spec, 400)
-    print(f"  B5 {n} tenants: {time.perf_counter() - started:.1f} s")
+    display.step(f"  B5 {n} tenants: {time.perf_counter() - started:.1f} s")
     rows.append({"scenario": "B5", "round": 1, "contender": "tokenflight", "tenants": n, **result})
 
 
-async def main_async(cfg: dict[str, Any], only: set[str]) -> list[dict[str, Any]]:
+async def main_async(cfg: dict[str, Any], names: list[str], rows: list[dict[str, Any]]) -> None:
+    """Run the scenarios ``names`` in order, appending their rows to ``rows`` as they come."""
     idp = IdPProcess(latency=0.02)
     idp.start()
     cfg["idp_pinned"] = idp.pinned
     cfg["idp_argv"] = " ".join(idp.argv[1:])
     admin = Admin(idp.url)
     env = Env(idp.token_url, idp.resource_url, admin)
-    rows: list[dict[str, Any]] = []
     try:
         await admin.reset()
-        for name in ORDER:
-            if name not in only:
-                continue
-            print(f"{name} ...", flush=True)
+        for name in names:
+            display.begin(name)
             if name == "B4":
                 await run_b4(env, cfg, rows)
             elif name == "B5":
@@ -212,13 +216,16 @@ async def main_async(cfg: dict[str, Any], only: set[str]) -> list[dict[str, Any]
                 await scenario_fairness.run(env, cfg, rows)
             else:
                 await run_in_process(env, name, cfg, rows)
+            display.finish(name, rows)
     finally:
+        processes.terminate_all()  # an interrupted run's children (a finished run has none)
         await admin.aclose()
         idp.stop()
-    return rows
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
+    """Run the benchmarks; 0, or 130 when interrupted (after the summary so far)."""
+    out = out or sys.stdout
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
@@ -240,14 +247,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds:
         cfg["rounds"] = cfg["b3_rounds"] = cfg["b8_rounds"] = cfg["fair_rounds"] = args.rounds
     only = {s.strip().upper() for s in args.only.split(",")}
+    names = [name for name in ORDER if name in only]
     started = time.perf_counter()
-    rows = asyncio.run(main_async(cfg, only))
+    rows: list[dict[str, Any]] = []
+    run = display.Run(cfg, names)
+    try:
+        with display.showing(run, out):
+            asyncio.run(main_async(cfg, names, rows))
+    except KeyboardInterrupt:
+        processes.terminate_all()  # in case a second Ctrl-C cut the run's own clean-up short
+        title = f"Summary (interrupted: {len(run.finished)} of {len(names)} scenarios finished)"
+        display.print_summary(out, rows, cfg, run.finished, title)
+        return 130
     cfg["elapsed_s"] = time.perf_counter() - started
     info = machine()
     paths = report.write(rows, cfg, info, args.out)
     if args.update_results:
         (HERE / "RESULTS.md").write_text(paths["markdown"].read_text(encoding="utf-8"))
-    print(f"done in {cfg['elapsed_s']:.0f} s: {', '.join(str(p) for p in paths.values())}")
+    display.print_summary(out, rows, cfg, names, "Summary")
+    written = ", ".join(str(p) for p in paths.values())
+    print(f"done in {cfg['elapsed_s']:.0f} s: {written}", file=out, flush=True)
     return 0
 
 

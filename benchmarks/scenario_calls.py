@@ -24,6 +24,8 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
+import display  # noqa: E402
+import processes  # noqa: E402
 from calls_child import LAG_TICK, SETUP_LIMIT  # noqa: E402
 from idp_process import SECRET, Admin  # noqa: E402
 
@@ -82,7 +84,7 @@ def spawn(spec: Row, hard_limit: float) -> Row:
     """Run one case in a child; a child that overruns is killed and reported as such."""
     argv = [sys.executable, str(HERE / "calls_child.py"), json.dumps(spec)]
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=hard_limit, check=False)
+        done = processes.run_captured(argv, hard_limit)
     except subprocess.TimeoutExpired:
         return {"error": f"killed after {hard_limit:g} s", "timed_out": True}
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
@@ -142,7 +144,7 @@ async def run(env: Env, cfg: Row, rows: list[Row]) -> None:
                     started = time.perf_counter()
                     rows.append(await _case(env, cfg, rnd, stack, name, case))
                     took = time.perf_counter() - started
-                    print(f"  B8 {stack} {case[0]}w {case[1]:g}s {name}: {took:.1f} s", flush=True)
+                    display.step(f"  B8 {stack} {case[0]}w {case[1]:g}s {name}: {took:.1f} s", rnd)
 
 
 # -- figures: aggregated rows in, table and targets out ----------------------------------

@@ -104,8 +104,10 @@ def simulate(tenants: int, day: float, seed: int = 1) -> dict[str, Any]:
 
 async def run(cfg: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     """Run the day in a worker thread (its own trio loop) and record one row."""
+    import display  # the runner's (benchmarks/ on sys.path); simulate() alone needs none
+
     result = await anyio.to_thread.run_sync(simulate, cfg["b9_tenants"], cfg["b9_day"])
-    print(f"  B9 {result['tenants']} tenants: {result['wall_s']:.1f} s", flush=True)
+    display.step(f"  B9 {result['tenants']} tenants: {result['wall_s']:.1f} s")
     rows.append({"scenario": "B9", "round": 1, "contender": "tokenflight", **result})
 
 

@@ -28,6 +28,7 @@ if str(HERE) not in sys.path:
 
 import anyio  # noqa: E402
 
+import display  # noqa: E402
 from idp_process import SECRET, Admin, IdPProcess  # noqa: E402
 from scenarios import Env, describe, tenant_ids  # noqa: E402
 from tokenflight import ClientCredentials, ClientSecretBasic, TokenManager  # noqa: E402
@@ -138,9 +139,8 @@ async def run(env: Env, cfg: dict[str, Any], rows: list[dict[str, Any]]) -> None
                         "config": label,
                         "error": str(exc)[:200],
                     }
-                print(
-                    f"  FAIR round {rnd} {label}: healthy {row.get('healthy_s', 0):.3f} s",
-                    flush=True,
+                display.step(
+                    f"  FAIR round {rnd} {label}: healthy {row.get('healthy_s', 0):.3f} s", rnd
                 )
                 rows.append(row)
     finally:

@@ -8,16 +8,37 @@ progress is a plain line every few seconds and the summary aligned text.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TextIO
 
-__all__ = ["Progress", "live_progress", "print_summary"]
+__all__ = ["Progress", "live_progress", "print_summary", "print_table"]
 
 #: Seconds between two plain progress lines.
 PLAIN_EVERY = 5.0
 
 Fields = Sequence[tuple[str, str]]
+
+
+def _joined(fields: Fields) -> str:
+    return "   ".join(f"{name} {value}" for name, value in fields)
+
+
+def _one_line(text: str) -> Any:
+    """A rich `Text` kept to one line (cut with an ellipsis): a live line must not wrap."""
+    from rich.text import Text
+
+    return Text(text, no_wrap=True, overflow="ellipsis")
+
+
+class _Following:
+    """A renderable that asks for its fields each time rich redraws it."""
+
+    def __init__(self, fields: Callable[[], Fields]) -> None:
+        self._fields = fields
+
+    def __rich__(self) -> Any:
+        return _one_line(_joined(self._fields()))
 
 
 def _rich_console(out: TextIO) -> Any | None:
@@ -46,16 +67,22 @@ class Progress:
 
     def update(self, fields: Fields) -> None:
         """Show ``fields`` (name, value pairs) as the current progress."""
-        line = "   ".join(f"{name} {value}" for name, value in fields)
+        line = _joined(fields)
         if self._live is not None:
-            from rich.text import Text
-
-            self._live.update(Text(line))
+            self._live.update(_one_line(line))
             return
         now = time.monotonic()
         if self._printed is None or now - self._printed >= PLAIN_EVERY:
             self._printed = now
             print("  " + line, file=self._out, flush=True)
+
+    def follow(self, fields: Callable[[], Fields]) -> None:
+        """Redraw from ``fields()`` on each live refresh (a clock keeps ticking); plain: nothing.
+
+        ``fields`` runs on rich's refresh thread: it should only read values.
+        """
+        if self._live is not None:
+            self._live.update(_Following(fields))
 
     def line(self, text: str) -> None:
         """Print ``text`` as a line of its own, above the live progress."""
@@ -80,17 +107,35 @@ def live_progress(out: TextIO) -> Iterator[Progress]:
 
 def print_summary(out: TextIO, title: str, rows: Fields) -> None:
     """Print a two-column summary: a table with rich on a terminal, aligned text elsewhere."""
+    _print_table(out, title, None, rows)
+
+
+def print_table(
+    out: TextIO, title: str, header: Sequence[str], rows: Sequence[Sequence[str]]
+) -> None:
+    """Print a table with a header: with rich on a terminal, aligned text elsewhere."""
+    _print_table(out, title, header, rows)
+
+
+def _print_table(
+    out: TextIO, title: str, header: Sequence[str] | None, rows: Sequence[Sequence[str]]
+) -> None:
+    lines = [header, *rows] if header is not None else list(rows)
+    columns = len(lines[0]) if lines else 0
     console = _rich_console(out)
     if console is None:
-        width = max((len(name) for name, _ in rows), default=0)
-        lines = [f"  {name:<{width}}  {value}" for name, value in rows]
-        print("\n".join(["", title, *lines]), file=out, flush=True)
+        widths = [max(len(line[i]) for line in lines) for i in range(columns)]
+        text = [
+            "  " + "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True))
+            for line in lines
+        ]
+        print("\n".join(["", title, *(line.rstrip() for line in text)]), file=out, flush=True)
         return
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left", show_header=False)
-    table.add_column(style="bold")
-    table.add_column()
-    for name, value in rows:
-        table.add_row(name, value)
+    table = Table(title=title, title_justify="left", show_header=header is not None)
+    for i in range(columns):
+        table.add_column(header[i] if header is not None else "", style="bold" if i == 0 else None)
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
