@@ -14,6 +14,7 @@ from tokenflight import (
     TokenRequestRefused,
     UnknownTenantError,
 )
+from tokenflight._resolver import Resolver
 from tokenflight.testing import Fault
 
 pytestmark = pytest.mark.anyio
@@ -36,16 +37,21 @@ class Database:
         )
 
 
-async def test_rotated_secret_is_re_resolved_and_takes_effect_at_once(idp):
-    """After a rotation, invalid_client re-asks the resolver once and the call succeeds."""
-    db = Database(idp, "stale-secret")
-    rotated = idp.clients["acme"].secret
+def rotated_after_first_read(db: Database, rotated: str) -> Resolver:
+    """A resolver over `db` whose secret is rotated right after its first read."""
 
     async def resolver(tenant: str) -> ClientCredentials | None:
         answer = await db.resolve(tenant)
-        db.secret = rotated  # rotated in the database right after the first read
+        db.secret = rotated
         return answer
 
+    return resolver
+
+
+async def test_rotated_secret_is_re_resolved_and_takes_effect_at_once(idp):
+    """After a rotation, invalid_client re-asks the resolver once and the call succeeds."""
+    db = Database(idp, "stale-secret")
+    resolver = rotated_after_first_read(db, idp.clients["acme"].secret)
     async with TokenManager(resolver=resolver) as tokens:
         assert (await tokens.get_token("acme")).access_token
     assert db.reads == 2
@@ -88,13 +94,7 @@ async def test_credentials_ttl_asks_the_resolver_again(idp):
 async def test_unauthorized_client_re_resolves_too(idp):
     """unauthorized_client, like invalid_client, re-asks the resolver once; new creds win."""
     db = Database(idp, "stale-secret")
-    rotated = idp.clients["acme"].secret
-
-    async def resolver(tenant: str) -> ClientCredentials | None:
-        answer = await db.resolve(tenant)
-        db.secret = rotated
-        return answer
-
+    resolver = rotated_after_first_read(db, idp.clients["acme"].secret)
     idp.inject(Fault(status=400, body=b'{"error": "unauthorized_client"}'))
     async with TokenManager(resolver=resolver) as tokens:
         assert (await tokens.get_token("acme")).access_token
@@ -116,12 +116,7 @@ async def test_other_refusals_do_not_re_resolve(idp):
 async def test_twenty_callers_on_a_refused_tenant_re_resolve_once(idp):
     """20 concurrent callers, rotated secret: one resolution, one re-resolution, one token."""
     db = Database(idp, "stale-secret")
-    rotated = idp.clients["acme"].secret
-
-    async def resolver(tenant: str) -> ClientCredentials | None:
-        answer = await db.resolve(tenant)
-        db.secret = rotated
-        return answer
+    resolver = rotated_after_first_read(db, idp.clients["acme"].secret)
 
     async with TokenManager(resolver=resolver) as tokens:
         got = await gather_tokens(tokens, ["acme"] * 20)
@@ -133,12 +128,7 @@ async def test_twenty_callers_on_a_refused_tenant_re_resolve_once(idp):
 async def test_twenty_keys_of_a_refused_tenant_re_resolve_once(idp):
     """20 keys (scope sets) of one tenant refused together re-read its credentials once."""
     db = Database(idp, "stale-secret")
-    rotated = idp.clients["acme"].secret
-
-    async def resolver(tenant: str) -> ClientCredentials | None:
-        answer = await db.resolve(tenant)
-        db.secret = rotated
-        return answer
+    resolver = rotated_after_first_read(db, idp.clients["acme"].secret)
 
     refused: list[TokenRequestRefused] = []
     async with TokenManager(resolver=resolver) as tokens:
