@@ -109,20 +109,26 @@ def _check_file(name: str, value: object) -> None:
         raise ConfigurationError(f"{name} must be a file path")
 
 
+@dataclass(frozen=True, slots=True)
+class _SecretAuth(ClientAuth):
+    """A method that sends the client secret itself (checked when made)."""
+
+    secret: str = field(repr=False)
+
+    def __post_init__(self) -> None:
+        _check_secret(self.secret, type(self).__name__)
+
+
 @final
 @dataclass(frozen=True, slots=True)
-class ClientSecretBasic(ClientAuth):
+class ClientSecretBasic(_SecretAuth):
     """`client_secret_basic`: HTTP Basic with the form-urlencoded id and secret.
 
     Args:
         secret: The client secret. Never shown.
     """
 
-    secret: str = field(repr=False)
     method: ClassVar[str] = "client_secret_basic"
-
-    def __post_init__(self) -> None:
-        _check_secret(self.secret, "ClientSecretBasic")
 
     def apply(
         self, *, client_id: str, token_url: str, issuer: str | None, form: Form, headers: Headers
@@ -132,18 +138,14 @@ class ClientSecretBasic(ClientAuth):
 
 @final
 @dataclass(frozen=True, slots=True)
-class ClientSecretPost(ClientAuth):
+class ClientSecretPost(_SecretAuth):
     """`client_secret_post`: `client_id` and `client_secret` in the form body.
 
     Args:
         secret: The client secret. Never shown.
     """
 
-    secret: str = field(repr=False)
     method: ClassVar[str] = "client_secret_post"
-
-    def __post_init__(self) -> None:
-        _check_secret(self.secret, "ClientSecretPost")
 
     def apply(
         self, *, client_id: str, token_url: str, issuer: str | None, form: Form, headers: Headers
@@ -154,7 +156,7 @@ class ClientSecretPost(ClientAuth):
 
 @final
 @dataclass(frozen=True, slots=True)
-class ClientSecret(ClientAuth):
+class ClientSecret(_SecretAuth):
     """A client secret whose method tokenflight chooses.
 
     With an `issuer`, the discovered metadata decides: `client_secret_basic` when listed
@@ -166,11 +168,7 @@ class ClientSecret(ClientAuth):
         secret: The client secret. Never shown.
     """
 
-    secret: str = field(repr=False)
     method: ClassVar[str] = "auto"
-
-    def __post_init__(self) -> None:
-        _check_secret(self.secret, "ClientSecret")
 
     def apply(
         self, *, client_id: str, token_url: str, issuer: str | None, form: Form, headers: Headers

@@ -206,13 +206,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         self._discovery: Discovery | None = None
         self._pipeline: FetchPipeline | None = None
         self._hooks = HookChain(instrumentation)
-        self._outcomes = Outcomes(
-            refresh=self._refresh,
-            retry=self._retry,
-            request_times=self._request_times,
-            hooks=self._hooks,
-            clock=self._clock,
-        )
+        self._outcomes = self._new_outcomes()
         self._fetch_limiter = FetchLimiter(self._max_fetches, self._max_per_origin)
         self._rate_limits = RateLimits(
             self._clock, max_cooldown=self._retry.max_cooldown, default=self._retry.cooldown
@@ -265,13 +259,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             tg = await stack.enter_async_context(anyio.create_task_group())
             tg.start_soon(self._scheduler.run)
             self._discovery = Discovery(client, tg, self._retry, self._clock)
-            self._outcomes = Outcomes(
-                refresh=self._refresh,
-                retry=self._retry,
-                request_times=self._request_times,
-                hooks=self._hooks,
-                clock=self._clock,
-            )
+            self._outcomes = self._new_outcomes()  # on this loop's clock
             self._pipeline = FetchPipeline(
                 table=self._table,
                 resolver=self._resolver,
@@ -303,6 +291,15 @@ class TokenManager(anyio.AsyncContextManagerMixin):
                 self._refresh_queue.clear()
         if error is not None:
             raise error
+
+    def _new_outcomes(self) -> Outcomes:
+        return Outcomes(
+            refresh=self._refresh,
+            retry=self._retry,
+            request_times=self._request_times,
+            hooks=self._hooks,
+            clock=self._clock,
+        )
 
     def _make_tls_client(self, context: ssl.SSLContext) -> httpx.AsyncClient:
         """A pooled client presenting one mutual-TLS certificate (RFC 8705)."""

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ._client_auth import (
+    AUTH_METHODS,
     ClientAuth,
     ClientSecret,
     ClientSecretBasic,
@@ -77,15 +78,7 @@ _FILES = frozenset(
     {"client_secret_file", "private_key_file", "certificate_file", "client_cert", "client_key"}
     | {"ca_bundle"}
 )
-_METHODS = (
-    "client_secret_basic",
-    "client_secret_post",
-    "client_secret_jwt",
-    "private_key_jwt",
-    "tls_client_auth",
-    "self_signed_tls_client_auth",
-    "auto",
-)
+_METHODS = AUTH_METHODS
 
 
 def load_tenant(config: Path, tenant: str) -> ClientCredentials:
