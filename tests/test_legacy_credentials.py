@@ -133,14 +133,15 @@ def test_keywords_stand_for_the_right_value(keywords, expected):
 
 
 def test_the_warning_names_the_keywords_and_points_at_the_caller():
-    """The DeprecationWarning lists the keywords given and is attributed to the caller's line."""
+    """The DeprecationWarning lists the keywords given, names the value to use instead, and
+    is attributed to the caller's line."""
     with pytest.warns(DeprecationWarning, match=DEPRECATED) as caught:
         ClientCredentials(
             token_url=URL, client_id="acme", client_secret=SECRET, auth_method="client_secret_post"
         )
     (warning,) = caught
     assert "ClientCredentials(client_secret=, auth_method=)" in str(warning.message)
-    assert "auth=ClientSecretBasic(secret)" in str(warning.message)
+    assert "use auth=ClientSecretPost(...)" in str(warning.message)
     assert warning.filename == __file__
 
 

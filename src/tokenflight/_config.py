@@ -200,14 +200,22 @@ class ClientCredentials:
                 f"client {self.client_id!r}: set auth=, for example "
                 "auth=ClientSecretBasic(secret) or auth=PrivateKeyJWT(key)"
             )
-        warnings.warn(
-            f"ClientCredentials({', '.join(f'{name}=' for name in legacy)}) is deprecated and "
-            "will be removed in the next release: use auth=, for example "
-            "auth=ClientSecretBasic(secret) (see the README's migration table)",
-            DeprecationWarning,
-            stacklevel=4,
-        )
-        return legacy_auth(self)
+        keywords = ", ".join(f"{name}=" for name in legacy)
+        try:
+            auth = legacy_auth(self)
+        except ConfigurationError:
+            instead = "auth= with a value such as ClientSecretBasic(secret)"
+            raise
+        else:
+            instead = f"auth={type(auth).__name__}(...)"
+        finally:
+            warnings.warn(
+                f"ClientCredentials({keywords}) is deprecated and will be removed in the next "
+                f"release: use {instead} (see the README's migration table)",
+                DeprecationWarning,
+                stacklevel=4,
+            )
+        return auth
 
 
 # The deprecated keywords and their defaults.

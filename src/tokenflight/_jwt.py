@@ -69,7 +69,7 @@ def load_private_key(
 
     jwk = dict(value) if isinstance(value, Mapping) else None
     if jwk is None and not isinstance(value, str):
-        raise ConfigurationError("private_key must be a PEM string or a JWK dict")
+        raise ConfigurationError("PrivateKeyJWT key must be a PEM string or a JWK dict")
     kty = jwk.get("kty") if jwk is not None else ("EC" if "EC " in str(value) else None)
     key: Any = None
     errors: list[str] = []
@@ -81,18 +81,21 @@ def load_private_key(
             errors.append(type(exc).__name__)
     if key is None:
         raise ConfigurationError(
-            "private_key could not be read as an RSA or EC private key (PEM or JWK); "
+            "PrivateKeyJWT key could not be read as an RSA or EC private key (PEM or JWK); "
             f"{'/'.join(errors)}"
         )
     if not key.is_private:
-        raise ConfigurationError("private_key holds a public key: give the private key")
+        raise ConfigurationError("PrivateKeyJWT key holds a public key: give the private key")
     key_type = key.key_type
     if key_type == "EC" and key.curve_name != "P-256":
-        raise ConfigurationError(f"EC private_key must be on P-256 for ES256, not {key.curve_name}")
+        raise ConfigurationError(
+            f"PrivateKeyJWT EC key must be on P-256 for ES256, not {key.curve_name}"
+        )
     alg = alg or _DEFAULT_ALG[key_type]
     if alg not in _KEY_ALGS[key_type]:
         raise ConfigurationError(
-            f"signing_alg {alg!r} does not fit a {key_type} key; use one of {_KEY_ALGS[key_type]}"
+            f"PrivateKeyJWT alg {alg!r} does not fit a {key_type} key; "
+            f"use one of {_KEY_ALGS[key_type]}"
         )
     kid = key_id if key_id is not None else (jwk or {}).get("kid")
     return SigningKey(key, alg, kid if isinstance(kid, str) else None)
