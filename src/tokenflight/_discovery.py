@@ -31,7 +31,7 @@ from ._errors import (
 )
 from ._flight import SingleFlight
 from ._http import DECODING_ERRORS, TRANSPORT_ERRORS
-from ._read import read_bounded
+from ._read import open_stream, read_bounded
 from ._redact import redact_url
 
 __all__ = ["Discovery", "ServerMetadata", "metadata_urls"]
@@ -166,8 +166,8 @@ class Discovery:
     async def _get(self, url: str) -> tuple[dict[str, Any], float] | None:
         headers = {"Accept": "application/json", "Accept-Encoding": "gzip, deflate"}
         try:
-            async with self._client.stream(
-                "GET", url, headers=headers, follow_redirects=False
+            async with open_stream(
+                self._client, "GET", url, headers=headers, follow_redirects=False
             ) as response:
                 status = response.status_code
                 if status in (404, 410):

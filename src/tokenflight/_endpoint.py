@@ -30,7 +30,7 @@ from ._errors import (
 from ._hooks import endpoint_host
 from ._http import DECODING_ERRORS, TRANSPORT_ERRORS
 from ._origins import RateLimits, RequestPace, origin_of
-from ._read import read_bounded
+from ._read import open_stream, read_bounded
 from ._redact import RedactedDict, redact_url
 from ._token import (
     SUPPORTED_TOKEN_TYPES,
@@ -303,8 +303,8 @@ class TokenEndpoint:
         try:
             # Redirects are refused whatever the client's own setting: they would carry the
             # credentials to another address.
-            async with client.stream(
-                "POST", url, data=form, headers=headers, follow_redirects=False
+            async with open_stream(
+                client, "POST", url, data=form, headers=headers, follow_redirects=False
             ) as response:
                 body = await read_bounded(
                     response, limit=MAX_BODY_BYTES, what=f"token endpoint {redact_url(url)}"

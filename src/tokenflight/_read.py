@@ -11,17 +11,44 @@ from __future__ import annotations
 import sys
 import zlib
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
+
+import anyio
 
 from ._errors import MalformedTokenResponse
 from ._redact import HiddenBytes
 
-__all__ = ["MAX_DISCARD_BYTES", "MAX_LAYERS", "discard", "discard_sync", "read_bounded"]
+__all__ = [
+    "MAX_DISCARD_BYTES",
+    "MAX_LAYERS",
+    "discard",
+    "discard_sync",
+    "open_stream",
+    "read_bounded",
+]
 
 MAX_LAYERS = 2
 #: Raw bytes read of a body that is thrown away (a 401 before its retry); no more is read.
 MAX_DISCARD_BYTES = 64 * 1024
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+@asynccontextmanager
+async def open_stream(client: Any, method: str, url: str, **kwargs: Any) -> AsyncIterator[Any]:
+    """`client.stream(...)`, whose response is closed even when the caller is cancelled.
+
+    A close awaited in a cancelled scope is itself cancelled under trio, leaving the
+    connection open until garbage collection (a ResourceWarning); the close is shielded,
+    and bounded, since closing an unfinished response only drops its connection.
+    """
+    stream = client.stream(method, url, **kwargs)
+    response = await stream.__aenter__()
+    try:
+        yield response
+    finally:
+        with anyio.move_on_after(5, shield=True):
+            await stream.__aexit__(None, None, None)
 
 
 class _Layer:
