@@ -96,7 +96,9 @@ def resolve_stack(name: str) -> str:
             "use 'auto', 'httpx', 'httpx2' or 'aiohttp'"
         )
     if name == "httpx2" and httpx2 is None:  # pragma: no cover  (CI installs both)
-        raise ConfigurationError("http='httpx2' needs httpx2: pip install 'tokenflight[httpx2]'")
+        raise ConfigurationError(
+            "http='httpx2' needs httpx2, a dependency of tokenflight: reinstall tokenflight"
+        )
     if name == "aiohttp":
         _aiohttp_transport_class()  # raises when the extra is missing
     return name
