@@ -21,6 +21,7 @@ import anyio
 import httpx
 
 from tokenflight import ClientCredentials, ClientSecretBasic, TokenManager
+from tokenflight._http import HttpStack
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -99,7 +100,7 @@ class Tokenflight(Contender):
     """`async with TokenManager()`, `register()`, then `get_token()` / `auth=tokens.auth()`."""
 
     name = "tokenflight"
-    stack = "httpx"  # the stack every contender here runs on (and a plain install's)
+    stack: HttpStack = "httpx"  # the stack every contender here runs on (and a plain install's)
 
     async def start(self) -> None:
         self.manager = TokenManager(http=self.stack)

@@ -111,10 +111,12 @@ async def hostile_server(answer: bytes | None, *, gated: bool = False) -> AsyncI
                     await state.release.wait()
                 if answer is None:
                     await anyio.sleep_forever()
+                    return
                 view = memoryview(answer)
                 with contextlib.suppress(anyio.BrokenResourceError):  # refused mid-way
                     for start in range(0, len(view), 65536):  # never buffered whole here
-                        await stream.send(view[start : start + 65536])
+                        # anyio annotates `bytes`; its streams send any buffer, uncopied.
+                        await stream.send(view[start : start + 65536])  # type: ignore[arg-type]
 
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
     port = listener.extra(anyio.abc.SocketAttribute.local_port)

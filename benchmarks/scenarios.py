@@ -194,7 +194,7 @@ async def _paired(
 class _StaticBearer(httpx.Auth):
     """The cheapest possible auth flow: a fixed Bearer header."""
 
-    async def async_auth_flow(self, request: httpx.Request):  # type: ignore[override]
+    async def async_auth_flow(self, request: httpx.Request):
         request.headers["Authorization"] = "Bearer static"
         yield request
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 
@@ -119,7 +120,7 @@ async def test_auth_objects_share_one_admission(tokens, idp, http_module):
         anyio.create_task_group() as tg,
     ):
         for n in range(40):
-            tg.start_soon(lambda n=n: http.get(idp.resource_url, auth=auths[n % 2]))
+            tg.start_soon(functools.partial(http.get, idp.resource_url, auth=auths[n % 2]))
     assert transport.peak == 2
     assert idp.resource_requests == 40
     assert idp.resource_rejections == 0
@@ -274,7 +275,7 @@ async def test_client_refuses_auth_and_unknown_stacks(tokens):
     with pytest.raises(ConfigurationError, match="sets auth= itself"):
         tokens.client("acme", auth=("user", "pass"))
     with pytest.raises(ConfigurationError, match="unknown HTTP stack 'curl'"):
-        tokens.client("acme", stack="curl")  # type: ignore[arg-type]
+        tokens.client("acme", stack="curl")
 
 
 def test_manager_refuses_an_unknown_stack(monkeypatch):

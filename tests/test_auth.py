@@ -117,7 +117,7 @@ async def test_500_concurrent_401s_cause_one_new_token(tokens, idp, http_module)
     old = bearer(sent[0])
     retried: list[str] = []
 
-    async def reject(flow, request: http_module.Request) -> None:
+    async def reject(flow, request) -> None:
         again = await flow.asend(http_module.Response(401, headers=INVALID, request=request))
         retried.append(bearer(again))
 
@@ -185,7 +185,7 @@ async def test_client_does_not_retry_insufficient_scope(tokens, idp, http_module
     """A 401 with error="insufficient_scope" (from a mock API) is returned without a retry."""
     calls = 0
 
-    def api(request: http_module.Request) -> http_module.Response:
+    def api(request):
         nonlocal calls
         calls += 1
         challenge = {"WWW-Authenticate": 'Bearer error="insufficient_scope", scope="admin"'}

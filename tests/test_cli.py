@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from io import StringIO
 from pathlib import Path
 
@@ -472,7 +472,9 @@ def test_on_a_terminal_progress_is_live_and_the_summary_a_table():
     assert "│ calls made │ 12 │" in plain
 
 
-def _interrupt_after_the_first_calls(action):
+def _interrupt_after_the_first_calls(
+    action: Callable[[], object],
+) -> Callable[..., Awaitable[None]]:
     """A stand-in for the demo's progress task: `action()` once some calls are made."""
 
     async def progress(settings, result, idp, started, display):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from typing import Any
 
 import httpx
 import pytest
@@ -26,11 +27,12 @@ def creds(idp: IdentityProvider, **kwargs) -> ClientCredentials:
     )
 
 
-def b64json(part: str) -> dict:
-    return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+def b64json(part: str) -> dict[str, Any]:
+    value: dict[str, Any] = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+    return value
 
 
-def parts(proof: str) -> tuple[dict, dict]:
+def parts(proof: str) -> tuple[dict[str, Any], dict[str, Any]]:
     head, body, _ = proof.split(".")
     return b64json(head), b64json(body)
 
@@ -155,6 +157,7 @@ def test_proof_claims():
     assert claims["jti"] != parts(prover.proof("GET", "https://rs.example/"))[1]["jti"]
     assert "nonce" not in claims
     private = prover._key.as_dict(private=True)["d"]
+    assert isinstance(private, str)
     assert private not in repr(prover)
 
 
@@ -164,7 +167,7 @@ class CountingStore:
     def __init__(self) -> None:
         self.asked = 0
 
-    async def fetch(self, key, fetch_new, min_ttl=0.0, current=None):
+    async def fetch(self, key, fetch_new, *, min_ttl, current, deadline=None):
         self.asked += 1
         return await fetch_new()
 

@@ -525,7 +525,7 @@ async def test_pytest_fixture(tokenflight_idp, http):
 def test_values_validate_and_hide_secrets():
     """Bad profiles, lifetimes and faults are refused; a client's repr hides its secret."""
     with pytest.raises(ValueError, match="unknown profile"):
-        IdentityProvider(profile="nope")
+        IdentityProvider(profile="nope")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="token_lifetime"):
         IdentityProvider(token_lifetime=0)
     with pytest.raises(ValueError, match="status"):

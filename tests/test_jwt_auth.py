@@ -123,7 +123,8 @@ async def post(idp: IdentityProvider, assertion: str, client_id: str = "signer")
 
 def assertion(key: Any, alg: str = "RS256", **overrides: Any) -> str:
     now = int(time.time())
-    claims = {"iss": "signer", "sub": "signer", "aud": "", "jti": f"j{time.perf_counter_ns()}"}
+    jti = f"j{time.perf_counter_ns()}"
+    claims: dict[str, Any] = {"iss": "signer", "sub": "signer", "aud": "", "jti": jti}
     claims |= {"iat": now, "exp": now + 60}
     claims |= overrides
     return jwt.encode({"alg": alg, "kid": key.kid}, claims, key, algorithms=[alg])
@@ -359,7 +360,9 @@ def test_private_key_is_never_shown():
     key = rsa_key().as_dict(private=True)
     creds = ClientCredentials(token_url=URL, client_id="c", auth=PrivateKeyJWT(key))
     text = repr(creds) + str(creds)
-    assert key["d"] not in text
+    private = key["d"]
+    assert isinstance(private, str)
+    assert private not in text
     assert "PRIVATE" not in text
     secret = ClientCredentials(
         token_url=URL,

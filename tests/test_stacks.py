@@ -77,6 +77,7 @@ async def test_aiohttp_stack_fetches_and_calls():
     async with IdentityProvider() as idp, TokenManager(http="aiohttp") as tokens:
         idp.add_client("acme", SECRET)
         tokens.register("acme", creds(idp))
+        assert tokens._endpoint is not None
         assert isinstance(tokens._endpoint._client._transport, AiohttpTransport)
         async with tokens.client("acme", stack="aiohttp") as http:
             assert isinstance(http._transport, AiohttpTransport)
@@ -103,6 +104,7 @@ async def test_auto_is_the_fastest_stack_the_loop_runs(monkeypatch, anyio_backen
     monkeypatch.delenv("TOKENFLIGHT_HTTP", raising=False)
     tokens = TokenManager()  # made outside the loop's choice: decided on entry
     async with tokens:
+        assert tokens._endpoint is not None
         client = tokens._endpoint._client
         assert isinstance(client, httpx2.AsyncClient)
         on_aiohttp = isinstance(client._transport, AiohttpTransport)

@@ -29,7 +29,8 @@ SECRET = "sync-secret-never-shown"
 @pytest.fixture(params=["asyncio", "trio"])
 def backend(request) -> str:
     """The event loop behind the facade."""
-    return request.param
+    name: str = request.param
+    return name
 
 
 @pytest.fixture

@@ -249,7 +249,8 @@ async def test_4xx_compression_bomb_is_refused_within_the_cap():
 def bomb_401() -> bytes:
     """A 401 rejecting the token, its gzip body inflating to 300 MB (300 KB on the wire)."""
     headers = {"Content-Encoding": "gzip", "WWW-Authenticate": 'Bearer error="invalid_token"'}
-    return raw_response(bomb(300), status="401 Unauthorized", headers=headers)
+    answer: bytes = raw_response(bomb(300), status="401 Unauthorized", headers=headers)
+    return answer
 
 
 def idp_creds(idp: IdentityProvider) -> ClientCredentials:

@@ -8,7 +8,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from joserfc.jwk import JWKRegistry, RSAKey
+from joserfc.jwk import JWKRegistry, OctKey, RSAKey
 
 from tokenflight import (
     ClientCredentials,
@@ -63,7 +63,9 @@ def private_key(jwk: dict[str, Any], form: str) -> str | dict[str, Any]:
     """The key as tokenflight takes it: a JWK dict or a PEM string."""
     if form == "jwk":
         return jwk
-    return JWKRegistry.import_key(jwk).as_pem(private=True).decode()
+    key = JWKRegistry.import_key(jwk)
+    assert not isinstance(key, OctKey)  # an asymmetric key pair: it has a PEM form
+    return key.as_pem(private=True).decode()
 
 
 @pytest.mark.parametrize("name", sorted(TRICKY_SECRETS))
