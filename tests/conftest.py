@@ -5,8 +5,9 @@ import httpx
 import httpx2
 import pytest
 
-from tokenflight import ClientCredentials, ClientSecretBasic, TokenManager
-from tokenflight.testing import IdentityProvider
+from tokenflight import TokenManager
+from tokenflight.testing import IdentityProvider, running_idp
+from tokenflight.testing._fixtures import credentials_for
 
 collect_ignore = ["user_project"]  # run by test_plugin_compat, with each plugin
 
@@ -39,9 +40,12 @@ def http_module(anyio_backend) -> ModuleType:
 
 @pytest.fixture
 async def idp() -> AsyncIterator[IdentityProvider]:
-    """The bundled IdP with client "acme" (a module may override it, keeping "acme")."""
-    async with IdentityProvider() as server:
-        server.add_client("acme", "acme-secret-never-shown")
+    """The bundled IdP with client "acme" (a module may override it, keeping "acme").
+
+    The shipped `running_idp`, on the test's own event loop (asyncio or trio, its clock):
+    the shipped ``tokenflight_idp`` fixture serves from a loop thread of its own.
+    """
+    async with running_idp(client_id="acme", secret="acme-secret-never-shown") as server:
         yield server
 
 
@@ -49,11 +53,7 @@ async def idp() -> AsyncIterator[IdentityProvider]:
 async def tokens(idp) -> AsyncIterator[TokenManager]:
     """A running manager with tenant "acme" registered at `idp`, with the IdP's secret."""
     async with TokenManager() as manager:
-        secret = idp.clients["acme"].secret
-        creds = ClientCredentials(
-            token_url=idp.token_url, client_id="acme", auth=ClientSecretBasic(secret)
-        )
-        manager.register("acme", creds)
+        manager.register("acme", credentials_for(idp, "acme"))
         yield manager
 
 

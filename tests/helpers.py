@@ -13,6 +13,9 @@ import anyio.abc
 import httpx
 
 from tokenflight import (
+    ClientAuth,
+    ClientCredentials,
+    ClientSecretBasic,
     CooldownEntered,
     FetchFinished,
     FetchStarted,
@@ -20,6 +23,17 @@ from tokenflight import (
     Token,
     TokenManager,
 )
+from tokenflight.testing import IdentityProvider
+
+
+def creds(
+    idp: IdentityProvider, client_id: str = "acme", auth: ClientAuth | None = None, **fields: Any
+) -> ClientCredentials:
+    """`client_id`'s credentials at `idp`: HTTP Basic with the secret the IdP registered,
+    unless `auth` is given; `fields` are further `ClientCredentials` fields."""
+    if auth is None:
+        auth = ClientSecretBasic(idp.clients[client_id].secret)
+    return ClientCredentials(token_url=idp.token_url, client_id=client_id, auth=auth, **fields)
 
 
 async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:

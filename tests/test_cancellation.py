@@ -11,7 +11,7 @@ import httpx
 import pytest
 import trio.testing
 
-from helpers import wait_until
+from helpers import creds, wait_until
 from tokenflight import (
     ClientCredentials,
     ClientSecretBasic,
@@ -27,12 +27,6 @@ pytestmark = pytest.mark.anyio
 
 SECRET = "s3cret-cancel"
 RETRY = RetryPolicy(attempts=2, initial_wait=0.01, max_wait=0.02, total_timeout=5)
-
-
-def creds(idp: IdentityProvider) -> ClientCredentials:
-    return ClientCredentials(
-        token_url=idp.token_url, client_id="acme", auth=ClientSecretBasic(SECRET)
-    )
 
 
 async def test_cancelled_starter_does_not_break_other_waiters():

@@ -10,21 +10,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tokenflight import ClientCredentials, ClientSecretBasic, TokenManager
+from helpers import creds
+from tokenflight import TokenManager
 from tokenflight._dpop import DPoPProver, NonceBook
-from tokenflight.testing import IdentityProvider
 
 pytestmark = pytest.mark.anyio
-
-
-def creds(idp: IdentityProvider, **kwargs) -> ClientCredentials:
-    return ClientCredentials(
-        token_url=idp.token_url,
-        client_id="acme",
-        auth=ClientSecretBasic("s3cret"),
-        dpop=True,
-        **kwargs,
-    )
 
 
 def b64json(part: str) -> dict[str, Any]:
@@ -37,17 +27,10 @@ def parts(proof: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return b64json(head), b64json(body)
 
 
-@pytest.fixture
-async def idp():
-    async with IdentityProvider() as server:
-        server.add_client("acme", "s3cret")
-        yield server
-
-
 async def test_dpop_token_is_bound_and_used_with_proofs(idp):
     """A DPoP slot gets token_type DPoP; resource calls send DPoP auth plus a valid proof."""
     async with TokenManager() as tokens:
-        tokens.register("t", creds(idp))
+        tokens.register("t", creds(idp, dpop=True))
         token = await tokens.get_token("t")
         assert token.token_type == "DPoP"
         async with httpx.AsyncClient(auth=tokens.auth("t")) as api:
@@ -61,7 +44,7 @@ async def test_dpop_token_is_bound_and_used_with_proofs(idp):
 async def test_bound_token_sent_as_bearer_is_refused(idp):
     """The bound token without a proof (as Bearer) is refused by the resource."""
     async with TokenManager() as tokens:
-        tokens.register("t", creds(idp))
+        tokens.register("t", creds(idp, dpop=True))
         token = await tokens.get_token("t")
     async with httpx.AsyncClient() as http:
         bearer = {"Authorization": f"Bearer {token.access_token}"}
@@ -71,7 +54,7 @@ async def test_bound_token_sent_as_bearer_is_refused(idp):
 async def test_proof_for_another_url_or_key_or_replayed_is_refused(idp):
     """A proof for another URL, by another key, or sent twice is invalid_dpop_proof."""
     async with TokenManager() as tokens:
-        tokens.register("t", creds(idp))
+        tokens.register("t", creds(idp, dpop=True))
         token = await tokens.get_token("t")
         prover = tokens.dpop_prover("t")
         assert prover is not None
@@ -97,7 +80,7 @@ async def test_token_request_proof_for_another_url_is_refused(idp):
         response = await http.post(
             idp.token_url,
             data={"grant_type": "client_credentials"},
-            auth=("acme", "s3cret"),
+            auth=("acme", idp.clients["acme"].secret),
             headers={"DPoP": proof},
         )
     assert response.status_code == 400
@@ -108,7 +91,7 @@ async def test_nonce_from_token_endpoint_is_retried_and_remembered(idp):
     """use_dpop_nonce is retried once with the nonce, which then serves the same server."""
     idp.dpop.nonce = "nonce-1"
     async with TokenManager() as tokens:
-        tokens.register("t", creds(idp))
+        tokens.register("t", creds(idp, dpop=True))
         token = await tokens.get_token("t")
         assert token.token_type == "DPoP"
         assert [r.status for r in idp.requests] == [400, 200]
@@ -121,7 +104,7 @@ async def test_nonce_from_token_endpoint_is_retried_and_remembered(idp):
 async def test_new_resource_nonce_is_retried_once_without_refetching(idp):
     """A resource's use_dpop_nonce 401 is answered by one retry; the token is kept."""
     async with TokenManager() as tokens:
-        tokens.register("t", creds(idp))
+        tokens.register("t", creds(idp, dpop=True))
         async with httpx.AsyncClient(auth=tokens.auth("t")) as api:
             assert (await api.get(idp.resource_url)).status_code == 200
             idp.dpop.nonce = "rotated"
@@ -134,7 +117,7 @@ async def test_new_resource_nonce_is_retried_once_without_refetching(idp):
 async def test_each_slot_has_its_own_key(idp):
     """Two keys of one tenant are bound to two different DPoP key pairs."""
     async with TokenManager() as tokens:
-        tokens.register("t", creds(idp))
+        tokens.register("t", creds(idp, dpop=True))
         await tokens.get_token("t")
         await tokens.get_token("t", scopes=["other"])
         one, two = tokens.dpop_prover("t"), tokens.dpop_prover("t", scopes=["other"])
@@ -182,13 +165,8 @@ async def test_dpop_tokens_bypass_a_shared_store(idp):
     """A DPoP token is bound to this process's key, so it is never put in a shared store."""
     store = CountingStore()
     async with TokenManager(store=store) as tokens:
-        tokens.register("dpop", creds(idp))
-        tokens.register(
-            "plain",
-            ClientCredentials(
-                token_url=idp.token_url, client_id="acme", auth=ClientSecretBasic("s3cret")
-            ),
-        )
+        tokens.register("dpop", creds(idp, dpop=True))
+        tokens.register("plain", creds(idp))
         assert (await tokens.get_token("dpop")).token_type == "DPoP"
         assert store.asked == 0
         await tokens.get_token("plain")

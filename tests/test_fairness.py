@@ -9,10 +9,8 @@ from contextlib import asynccontextmanager
 import anyio
 import pytest
 
-from helpers import wait_until
+from helpers import creds, wait_until
 from tokenflight import (
-    ClientCredentials,
-    ClientSecretBasic,
     RetryPolicy,
     TokenEndpointUnavailable,
     TokenManager,
@@ -25,12 +23,6 @@ pytestmark = pytest.mark.anyio
 SECRET = "fairness-secret"
 HELD = 600.0  # a slow provider's latency: its requests stay open until the test ends
 RETRY = RetryPolicy(attempts=3, initial_wait=0.01, max_wait=0.05, total_timeout=5.0)
-
-
-def creds(idp: IdentityProvider, client_id: str) -> ClientCredentials:
-    return ClientCredentials(
-        token_url=idp.token_url, client_id=client_id, auth=ClientSecretBasic(SECRET)
-    )
 
 
 @asynccontextmanager

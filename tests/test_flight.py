@@ -8,11 +8,11 @@ import sys
 import anyio
 import pytest
 
+from helpers import creds
 from hostile.test_bodies import raw_response, raw_server
 from tokenflight import (
     ClientCredentials,
     ClientSecret,
-    ClientSecretBasic,
     ConfigurationError,
     MalformedTokenResponse,
     ManagerClosedError,
@@ -20,25 +20,10 @@ from tokenflight import (
     TenantResolutionError,
     TokenManager,
 )
-from tokenflight.testing import IdentityProvider
 
 pytestmark = pytest.mark.anyio
 
 SECRET = "flight-secret"
-
-
-def creds_at(idp: IdentityProvider) -> ClientCredentials:
-    return ClientCredentials(
-        token_url=idp.token_url, client_id="acme", auth=ClientSecretBasic(SECRET)
-    )
-
-
-@pytest.fixture
-async def idp():
-    """The bundled IdP with client "acme" and a known secret."""
-    async with IdentityProvider() as server:
-        server.add_client("acme", SECRET)
-        yield server
 
 
 async def test_hanging_resolver_fails_its_tenant_within_the_budget(idp):
@@ -51,7 +36,7 @@ async def test_hanging_resolver_fails_its_tenant_within_the_budget(idp):
         if tenant == "stuck":
             hanging.set()
             await anyio.sleep_forever()
-        return creds_at(idp)
+        return creds(idp)
 
     retry = RetryPolicy(total_timeout=0.2, cooldown=60.0)
     async with TokenManager(resolver=resolver, retry=retry) as tokens:
@@ -78,7 +63,7 @@ async def test_resolver_raising_cancelled_error_is_a_typed_failure(idp):
     async def resolver(tenant: str) -> ClientCredentials | None:
         if tenant == "odd":
             raise asyncio.CancelledError
-        return creds_at(idp)
+        return creds(idp)
 
     finished = False
     async with TokenManager(resolver=resolver) as tokens:
@@ -97,7 +82,7 @@ async def test_shutdown_during_resolution_is_manager_closed(idp):
 
     async def resolver(tenant: str) -> ClientCredentials | None:
         resolved.set()
-        return creds_at(idp)
+        return creds(idp)
 
     async def caller(tokens: TokenManager) -> None:
         try:
@@ -115,7 +100,7 @@ async def test_shutdown_during_resolution_is_manager_closed(idp):
 async def test_another_event_loop_is_refused(idp):
     """A manager called from another thread's event loop raises ConfigurationError."""
     async with TokenManager() as tokens:
-        tokens.register("acme", creds_at(idp))
+        tokens.register("acme", creds(idp))
 
         def elsewhere() -> None:
             asyncio.run(tokens.get_token("acme"))
@@ -136,11 +121,11 @@ async def test_system_exit_leaves_with_its_code():
 async def test_keyboard_interrupt_leaves_unwrapped(idp):
     """Ctrl-C inside `async with TokenManager()` (a refresh scheduled) is the same object."""
     interrupt = KeyboardInterrupt()
-    creds = ClientCredentials(token_url=idp.token_url, client_id="acme", auth=ClientSecret(SECRET))
+    secret = ClientSecret(idp.clients["acme"].secret)
 
     async def interrupted() -> None:
         async with TokenManager() as tokens:
-            tokens.register("acme", creds)
+            tokens.register("acme", creds(idp, auth=secret))
             await tokens.get_token("acme")  # its refresh now waits in the task group
             raise interrupt
 
@@ -152,12 +137,15 @@ async def test_keyboard_interrupt_leaves_unwrapped(idp):
 async def test_discovery_failure_is_one_request_shared_and_remembered(idp):
     """50 tenants on an issuer with a bad document cause one discovery request in all."""
     idp.metadata_overrides["issuer"] = "https://someone-else.example"
-    creds = ClientCredentials(
-        issuer=idp.url, client_id="acme", auth=ClientSecret(SECRET), allow_insecure_http=True
+    discovered = ClientCredentials(
+        issuer=idp.url,
+        client_id="acme",
+        auth=ClientSecret(idp.clients["acme"].secret),
+        allow_insecure_http=True,
     )
     async with TokenManager() as tokens:
         for n in range(50):
-            tokens.register(f"t{n}", creds)
+            tokens.register(f"t{n}", discovered)
         failures: list[BaseException] = []
 
         async def one(tenant: str) -> None:

@@ -9,7 +9,7 @@ import anyio
 import httpx
 import pytest
 
-from helpers import Recorder, gather_tokens, wait_until
+from helpers import Recorder, creds, gather_tokens, wait_until
 from tokenflight import (
     ClientCredentials,
     ClientSecretBasic,
@@ -52,12 +52,6 @@ class Broken(Recorder):
     def slot_evicted(self, event: SlotEvicted) -> None:
         super().slot_evicted(event)
         raise RuntimeError("broken hook")
-
-
-def creds(idp: IdentityProvider, secret: str = SECRET) -> ClientCredentials:
-    return ClientCredentials(
-        token_url=idp.token_url, client_id="acme", auth=ClientSecretBasic(secret)
-    )
 
 
 async def test_one_fetch_reports_start_and_success():
@@ -109,7 +103,7 @@ async def test_refusal_reports_the_oauth_error_code():
     recorder = Recorder()
     async with IdentityProvider() as idp, TokenManager(instrumentation=recorder) as tokens:
         idp.add_client("acme", SECRET)
-        tokens.register("acme", creds(idp, secret="wrong-secret-never-shown"))
+        tokens.register("acme", creds(idp, auth=ClientSecretBasic("wrong-secret-never-shown")))
         with pytest.raises(TokenRequestRefused):
             await tokens.get_token("acme")
     [finished] = recorder.of(FetchFinished)
@@ -348,7 +342,7 @@ async def test_stats_show_a_failing_keys_error_and_cooldown():
     """stats() per key after a refusal: last_error (no secret) and cooldown_until."""
     async with IdentityProvider() as idp, TokenManager() as tokens:
         idp.add_client("acme", SECRET)
-        tokens.register("acme", creds(idp, secret="wrong-secret-never-shown"))
+        tokens.register("acme", creds(idp, auth=ClientSecretBasic("wrong-secret-never-shown")))
         with pytest.raises(TokenRequestRefused):
             await tokens.get_token("acme")
         [health] = tokens.stats().keys.values()

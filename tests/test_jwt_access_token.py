@@ -7,16 +7,11 @@ import json
 import httpx
 import pytest
 
-from tokenflight import ClientCredentials, ClientSecretBasic, RefreshPolicy, TokenManager
+from helpers import creds
+from tokenflight import RefreshPolicy, TokenManager
 from tokenflight.testing import Fault, IdentityProvider
 
 pytestmark = pytest.mark.anyio
-
-
-def creds(idp: IdentityProvider) -> ClientCredentials:
-    return ClientCredentials(
-        token_url=idp.token_url, client_id="acme", auth=ClientSecretBasic("s3cret")
-    )
 
 
 async def test_lifetime_is_read_from_a_signed_jwt_access_tokens_exp():

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
 
 import anyio
 import httpx
 import pytest
 
-from helpers import CountingTransport, closed_port_url, gather_tokens, wait_until
+from helpers import CountingTransport, closed_port_url, creds, gather_tokens, wait_until
 from tokenflight import (
-    ClientAuth,
     ClientCredentials,
     ClientSecretBasic,
     ClientSecretPost,
@@ -34,20 +32,6 @@ pytestmark = pytest.mark.anyio
 SECRET = "s3cret-value-never-shown"
 NASTY_SECRET = "p:a+s%s wörd"
 FAST_RETRY = RetryPolicy(attempts=4, initial_wait=0.01, max_wait=0.02, total_timeout=5)
-
-
-@pytest.fixture
-async def idp() -> AsyncIterator[IdentityProvider]:
-    async with IdentityProvider() as server:
-        server.add_client("acme", SECRET)
-        yield server
-
-
-def creds(
-    idp: IdentityProvider, client_id: str = "acme", auth: ClientAuth | None = None, **kwargs
-) -> ClientCredentials:
-    auth = ClientSecretBasic(SECRET) if auth is None else auth
-    return ClientCredentials(token_url=idp.token_url, client_id=client_id, auth=auth, **kwargs)
 
 
 # -- single flight and the fast path -----------------------------------------------------

@@ -10,7 +10,7 @@ import httpx
 import pytest
 import trio.testing
 
-from helpers import Recorder, gather_tokens, wait_until
+from helpers import Recorder, creds, gather_tokens, wait_until
 from tokenflight import (
     ClientCredentials,
     ClientSecretBasic,
@@ -24,12 +24,6 @@ from tokenflight.testing import IdentityProvider
 pytestmark = pytest.mark.anyio
 
 SECRET = "s3cret-value-never-shown"
-
-
-def creds(idp: IdentityProvider, client_id: str = "acme") -> ClientCredentials:
-    return ClientCredentials(
-        token_url=idp.token_url, client_id=client_id, auth=ClientSecretBasic(SECRET)
-    )
 
 
 # -- expiry ----------------------------------------------------------------------------

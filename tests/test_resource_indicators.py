@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from helpers import creds
 from tokenflight import ClientCredentials, ClientSecretBasic, ConfigurationError, TokenManager
 from tokenflight.testing import IdentityProvider
 
@@ -11,12 +12,6 @@ pytestmark = pytest.mark.anyio
 
 A = "https://a.example/api"
 B = "https://b.example/api"
-
-
-def creds(idp: IdentityProvider, **kwargs) -> ClientCredentials:
-    return ClientCredentials(
-        token_url=idp.token_url, client_id="acme", auth=ClientSecretBasic("s3cret"), **kwargs
-    )
 
 
 async def test_several_resources_are_all_sent_and_share_one_slot():

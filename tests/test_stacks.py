@@ -6,9 +6,8 @@ import httpx
 import httpx2
 import pytest
 
+from helpers import creds
 from tokenflight import (
-    ClientCredentials,
-    ClientSecretBasic,
     ConfigurationError,
     TokenAuth,
     TokenManager,
@@ -18,12 +17,6 @@ from tokenflight.testing import IdentityProvider
 pytestmark = pytest.mark.anyio
 
 SECRET = "stack-secret-never-shown"
-
-
-def creds(idp: IdentityProvider) -> ClientCredentials:
-    return ClientCredentials(
-        token_url=idp.token_url, client_id="acme", auth=ClientSecretBasic(SECRET)
-    )
 
 
 async def test_token_requests_run_on_the_selected_stack(monkeypatch, http_module):

@@ -8,18 +8,10 @@ from typing import Any
 import anyio
 import pytest
 
-from tokenflight import ClientCredentials, ClientSecretBasic, RetryPolicy, Token, TokenManager
-from tokenflight.testing import IdentityProvider
+from helpers import creds
+from tokenflight import RetryPolicy, Token, TokenManager
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def creds(idp: IdentityProvider) -> ClientCredentials:
-    secret = idp.clients["acme"].secret
-    return ClientCredentials(
-        token_url=idp.token_url, client_id="acme", auth=ClientSecretBasic(secret)
-    )
 
 
 class OldStore:
@@ -62,22 +54,22 @@ class NewStore(OldStore):
         )
 
 
-async def test_a_store_is_given_the_fetch_budget_as_deadline(creds):
+async def test_a_store_is_given_the_fetch_budget_as_deadline(idp):
     """`deadline` is the loop time at which the fetch's total_timeout runs out."""
     store = NewStore()
     async with TokenManager(store=store, retry=RetryPolicy(total_timeout=7.0)) as tokens:
-        tokens.register("acme", creds)
+        tokens.register("acme", creds(idp))
         await tokens.get_token("acme")
     [(asked_at, deadline)] = store.calls
     assert deadline is not None
     assert asked_at < deadline <= asked_at + 7.0
 
 
-async def test_a_store_without_deadline_still_works(creds):
+async def test_a_store_without_deadline_still_works(idp):
     """A store whose `fetch` predates `deadline` is called without it."""
     store = OldStore()
     # The type wants today's protocol; a store from before `deadline` works at run time.
     async with TokenManager(store=store) as tokens:  # type: ignore[arg-type]
-        tokens.register("acme", creds)
+        tokens.register("acme", creds(idp))
         assert (await tokens.get_token("acme")).access_token
     assert store.asked == 1

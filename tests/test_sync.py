@@ -5,25 +5,20 @@ from __future__ import annotations
 import os
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
 import httpx2
 import pytest
-from anyio.from_thread import start_blocking_portal
 
 from tokenflight import (
-    ClientCredentials,
-    ClientSecretBasic,
     ConfigurationError,
     ManagerClosedError,
     RetryPolicy,
     SyncTokenManager,
     TokenEndpointUnavailable,
 )
-from tokenflight.testing import Fault, IdentityProvider
-
-SECRET = "sync-secret-never-shown"
+from tokenflight.testing import TEST_CLIENT_ID, Fault
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -33,28 +28,12 @@ def backend(request) -> str:
     return name
 
 
-@pytest.fixture
-def idp() -> Iterator[IdentityProvider]:
-    """The bundled IdP on a loop thread of its own, with client "acme"."""
-    with start_blocking_portal() as portal:
-        server = IdentityProvider()
-        with portal.wrap_async_context_manager(server):
-            server.add_client("acme", SECRET)
-            yield server
-
-
-def creds(idp: IdentityProvider) -> ClientCredentials:
-    return ClientCredentials(
-        token_url=idp.token_url, client_id="acme", auth=ClientSecretBasic(SECRET)
-    )
-
-
-def test_remaining_and_wall_expiry_are_right_on_any_backend(idp, backend):
+def test_remaining_and_wall_expiry_are_right_on_any_backend(tokenflight_credentials, backend):
     """A token's remaining() and expires_at_wall match the wall clock, trio's offset clock too."""
     import time
 
     with SyncTokenManager(backend=backend) as tokens:
-        tokens.register("acme", creds(idp))
+        tokens.register("acme", tokenflight_credentials)
         before = time.time()
         token = tokens.get_token("acme")
         after = time.time()
@@ -65,12 +44,12 @@ def test_remaining_and_wall_expiry_are_right_on_any_backend(idp, backend):
     assert token.expires_in - (time.time() - before) - 1 <= left <= token.expires_in + 1
 
 
-def test_sixteen_threads_share_one_token_request(idp, backend):
+def test_sixteen_threads_share_one_token_request(tokenflight_idp, tokenflight_credentials, backend):
     """16 threads asking for a cold key at once cause one token request and one token."""
     seen: list[str] = []
     barrier = threading.Barrier(16)
     with SyncTokenManager(backend=backend) as tokens:
-        tokens.register("acme", creds(idp))
+        tokens.register("acme", tokenflight_credentials)
 
         def hammer() -> None:
             barrier.wait()
@@ -84,7 +63,7 @@ def test_sixteen_threads_share_one_token_request(idp, backend):
         assert tokens.stats().total.fetches == 1
     assert len(seen) == 800
     assert len(set(seen)) == 1
-    assert idp.token_requests == 1
+    assert tokenflight_idp.token_requests == 1
 
 
 def run_threads(count: int, target: Callable[[], None]) -> None:
@@ -102,15 +81,17 @@ def run_threads(count: int, target: Callable[[], None]) -> None:
         thread.join()
 
 
-def test_failures_reach_every_thread_as_typed_errors(idp, backend):
+def test_failures_reach_every_thread_as_typed_errors(
+    tokenflight_idp, tokenflight_credentials, backend
+):
     """16 threads hammering a failing IdP: each call a TokenEndpointUnavailable without the
     secret, and one shared token request for all 320 calls (single flight, then cooldown)."""
-    idp.inject(Fault(status=503), count=None)
+    tokenflight_idp.inject(Fault(status=503), count=None)
     errors: list[Exception] = []
     others: list[BaseException] = []
     retry = RetryPolicy(attempts=1, cooldown=60)
     with SyncTokenManager(backend=backend, retry=retry) as tokens:
-        tokens.register("acme", creds(idp))
+        tokens.register("acme", tokenflight_credentials)
 
         def hammer() -> None:
             for _ in range(20):
@@ -124,44 +105,47 @@ def test_failures_reach_every_thread_as_typed_errors(idp, backend):
         run_threads(16, hammer)
     assert others == []
     assert len(errors) == 320
-    assert all(SECRET not in str(error) for error in errors)
-    assert idp.token_requests == 1
+    secret = tokenflight_idp.clients[TEST_CLIENT_ID].secret
+    assert all(secret not in str(error) for error in errors)
+    assert tokenflight_idp.token_requests == 1
 
 
-def test_a_transient_fault_is_absorbed_for_sixteen_threads(idp, backend, no_retry_wait):
+def test_a_transient_fault_is_absorbed_for_sixteen_threads(
+    tokenflight_idp, tokenflight_credentials, backend, no_retry_wait
+):
     """A 503 then a token, 16 threads hammering: every call gets the one token, 2 requests."""
-    idp.inject(Fault(status=503), count=1)
+    tokenflight_idp.inject(Fault(status=503), count=1)
     seen: list[str] = []
     with SyncTokenManager(backend=backend, retry=RetryPolicy(attempts=2)) as tokens:
-        tokens.register("acme", creds(idp))
+        tokens.register("acme", tokenflight_credentials)
         run_threads(
             16, lambda: seen.extend(tokens.get_token("acme").access_token for _ in range(20))
         )
     assert len(seen) == 320
     assert len(set(seen)) == 1
-    assert idp.token_requests == 2
+    assert tokenflight_idp.token_requests == 2
 
 
 @pytest.mark.parametrize("module", [httpx, httpx2], ids=["httpx", "httpx2"])
-def test_auth_works_with_sync_clients(idp, module, backend):
+def test_auth_works_with_sync_clients(tokenflight_idp, tokenflight_credentials, module, backend):
     """`auth()` authorizes an httpx.Client or httpx2.Client; a revoked token is replaced."""
     with SyncTokenManager(backend=backend) as tokens:
-        tokens.register("acme", creds(idp))
+        tokens.register("acme", tokenflight_credentials)
         with module.Client(auth=tokens.auth("acme")) as http:
-            assert http.get(idp.resource_url).status_code == 200
+            assert http.get(tokenflight_idp.resource_url).status_code == 200
             first = tokens.get_token("acme")
-            assert idp.revoke(first.access_token)
-            assert http.get(idp.resource_url).status_code == 200
+            assert tokenflight_idp.revoke(first.access_token)
+            assert http.get(tokenflight_idp.resource_url).status_code == 200
         assert tokens.get_token("acme").access_token != first.access_token
-    assert idp.token_requests == 2
+    assert tokenflight_idp.token_requests == 2
 
 
-def test_start_and_close_without_a_with_block(idp, backend):
+def test_start_and_close_without_a_with_block(tokenflight_credentials, backend):
     """start()/close() for frameworks without a lifespan; calls after close() are refused."""
     tokens = SyncTokenManager(backend=backend)
     tokens.start()
     try:
-        tokens.register("acme", creds(idp))
+        tokens.register("acme", tokenflight_credentials)
         assert tokens.get_token("acme").access_token
         with pytest.raises(ConfigurationError, match="already started"):
             tokens.start()
@@ -172,20 +156,20 @@ def test_start_and_close_without_a_with_block(idp, backend):
     assert "stopped" in repr(tokens)
 
 
-def test_async_client_is_pointed_to_the_async_auth(idp):
+def test_async_client_is_pointed_to_the_async_auth(tokenflight_idp):
     """A SyncTokenAuth on an AsyncClient says to use TokenManager.auth()."""
     with SyncTokenManager() as tokens:
         auth = tokens.auth("acme")
-        flow = auth.async_auth_flow(httpx.Request("GET", idp.resource_url))
+        flow = auth.async_auth_flow(httpx.Request("GET", tokenflight_idp.resource_url))
         with pytest.raises(RuntimeError, match=r"TokenManager\.auth"):
             flow.__anext__().send(None)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_a_forked_child_is_refused(idp, backend):
+def test_a_forked_child_is_refused(tokenflight_credentials, backend):
     """After fork(), the parent's manager refuses to serve the child: ConfigurationError."""
     with SyncTokenManager(backend=backend) as tokens:
-        tokens.register("acme", creds(idp))
+        tokens.register("acme", tokenflight_credentials)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
             pid = os.fork()
