@@ -9,8 +9,7 @@ import time
 import anyio
 import redis
 
-from tokenflight import ClientCredentials, ClientSecretBasic, Token
-from tokenflight.testing import IdentityProvider
+from tokenflight import Token
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 
@@ -54,15 +53,6 @@ def raw_entries(prefix: str, port: int = REDIS_PORT) -> dict[str, bytes]:
             for key in client.scan_iter(match=prefix + "*")
             if not key.endswith(b":lock")
         }
-
-
-def creds(idp: IdentityProvider, client_id: str) -> ClientCredentials:
-    """Credentials for `client_id` at the bundled IdP, secret "s3cret"."""
-    return ClientCredentials(
-        token_url=idp.token_url,
-        client_id=client_id,
-        auth=ClientSecretBasic("s3cret"),
-    )
 
 
 def make_token(access_token: str, lifetime: float = 60.0, age: float = 0.0) -> Token:

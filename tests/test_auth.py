@@ -34,6 +34,7 @@ async def clock() -> ShiftedClock:
     return ShiftedClock()
 
 
+# Not conftest's idp: this one runs on the test's `clock`, which the expiry tests move.
 @pytest.fixture
 async def idp(clock) -> AsyncIterator[IdentityProvider]:
     async with IdentityProvider(clock=clock) as server:

@@ -21,6 +21,8 @@ SECRET = "cli-s3cret:+% wörd"
 SECRET_ENV = "TOKENFLIGHT_TEST_SECRET"
 
 
+# Not the shipped tokenflight_idp: one per module for these many CLI runs, and client "acme"
+# with the SECRET the config files name.
 @pytest.fixture(scope="module")
 def idp() -> Iterator[IdentityProvider]:
     """The bundled IdP served by its own event loop in a background thread."""

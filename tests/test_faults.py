@@ -45,6 +45,7 @@ FAST = RetryPolicy(
 )
 
 
+# Not helpers.creds: by URL, also for endpoints that are no IdP (a free port, an unresolvable host).
 def creds(url: str, secret: str = SECRET, **kwargs: Any) -> ClientCredentials:
     return ClientCredentials(
         token_url=url, client_id="acme", auth=ClientSecretBasic(secret), **kwargs

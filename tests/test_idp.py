@@ -27,6 +27,7 @@ def basic(client_id: str, secret: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
 
 
+# Not conftest's idp: the raw requests below send the known secret "s3cret".
 @pytest.fixture
 async def idp() -> AsyncIterator[IdentityProvider]:
     async with IdentityProvider(profile="generic") as server:

@@ -15,6 +15,7 @@ pytestmark = pytest.mark.anyio
 GRANT = {"grant_type": "client_credentials"}
 
 
+# Not conftest's idp: the admin endpoints are on (admin=True).
 @pytest.fixture
 async def idp() -> AsyncIterator[IdentityProvider]:
     async with IdentityProvider(admin=True) as server:

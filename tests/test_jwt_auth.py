@@ -75,6 +75,7 @@ class Recorder(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
+# Not conftest's idp: clients "signer" (an RSA public key) and "hmac" (a long secret).
 @pytest.fixture
 async def idp() -> AsyncIterator[IdentityProvider]:
     async with IdentityProvider() as server:

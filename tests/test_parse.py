@@ -272,6 +272,7 @@ def test_retry_after_http_date():
 # -- the endpoint over a MockTransport ---------------------------------------------------
 
 
+# Not helpers.creds: no IdP here, the endpoint is an httpx.MockTransport.
 def creds() -> ClientCredentials:
     return ClientCredentials(token_url=URL, client_id="acme", auth=ClientSecretBasic("shh"))
 

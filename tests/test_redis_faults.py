@@ -17,8 +17,8 @@ import anyio
 import pytest
 import redis
 
-from helpers import free_port, wait_until
-from redis_helpers import REDIS_HOST, Issuer, creds, raw_entries, start_redis
+from helpers import creds, free_port, wait_until
+from redis_helpers import REDIS_HOST, Issuer, raw_entries, start_redis
 from tokenflight import TokenManager
 from tokenflight.redis import RedisTokenStore
 from tokenflight.testing import IdentityProvider
@@ -42,6 +42,7 @@ def prefix() -> str:
     return f"tftest:{secrets.token_hex(6)}:"  # the servers here die with their test
 
 
+# Not conftest's idp: 300 s tokens, and no client (each test registers its own).
 @pytest.fixture
 async def idp() -> AsyncIterator[IdentityProvider]:
     async with IdentityProvider(profile="generic", token_lifetime=300) as provider:

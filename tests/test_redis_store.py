@@ -21,13 +21,12 @@ from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 from cryptography.fernet import Fernet, InvalidToken
 
-from helpers import api_server
+from helpers import api_server, creds
 from redis_helpers import (
     REDIS_HOST,
     REDIS_PORT,
     Issuer,
     answers,
-    creds,
     raw_entries,
 )
 from tokenflight import (
@@ -69,6 +68,7 @@ def prefix() -> Iterator[str]:
             client.delete(*keys)
 
 
+# Not conftest's idp: 300 s tokens, and no client (each test registers its own).
 @pytest.fixture
 async def idp() -> AsyncIterator[IdentityProvider]:
     async with IdentityProvider(profile="generic", token_lifetime=300) as provider:

@@ -37,6 +37,7 @@ def config(tmp_path: Path, body: str) -> Path:
     return path
 
 
+# Not the shipped tokenflight_idp: one per module, with no client (each test adds its own).
 @pytest.fixture(scope="module")
 def idp() -> Iterator[IdentityProvider]:
     """The bundled IdP served by its own event loop in a background thread."""

@@ -81,6 +81,7 @@ async def refused_with_growth(credentials: ClientCredentials) -> tuple[Exception
     return errors[0], growth
 
 
+# Not helpers.creds: the hostile servers here are raw sockets, not a bundled IdP.
 def creds(url: str, *, discovered: bool = False) -> ClientCredentials:
     """Credentials for the raw server: its token endpoint, or discovered from it as issuer."""
     if discovered:
