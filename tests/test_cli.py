@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
+import types
 from collections.abc import Awaitable, Callable, Iterator
 from io import StringIO
 from pathlib import Path
@@ -14,7 +16,7 @@ import pytest
 from anyio.from_thread import start_blocking_portal
 
 from helpers import closed_port_url
-from tokenflight._cli import main
+from tokenflight._cli import BENCH_MODULES, _importable, main
 from tokenflight.testing import IdentityProvider
 
 SECRET = "cli-s3cret:+% wörd"
@@ -372,6 +374,10 @@ def checkout(tmp_path, monkeypatch):
         return 0
 
     monkeypatch.setattr("tokenflight._cli._run_bench_script", runner)
+    # The bench extra is not part of the test extra: stand-ins let the check pass.
+    for name in BENCH_MODULES:
+        if not _importable(name):
+            monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
     return calls
 
 
