@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import datetime
 import hashlib
-import json
 import ssl
 
 import anyio
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 from joserfc.jwk import RSAKey
 
+from helpers import self_signed_certificate
+from test_jwt_auth import LONG_SECRET, NO_SCOPE, claims_of, pem
 from test_mtls import PKI
 from tokenflight import (
     ClientCredentials,
@@ -41,42 +39,28 @@ from tokenflight._discovery import (
     Discovery,
     metadata_ttl,
 )
-from tokenflight._endpoint import TokenRequest, build_form
+from tokenflight._endpoint import build_form
 from tokenflight.testing import IdentityProvider
 
 pytestmark = pytest.mark.anyio
 
 URL = "https://idp.example/oauth/token"
-LONG_SECRET = "a-client-secret-of-more-than-32-bytes!"
-NO_REQUEST = TokenRequest(scopes=(), audience=None, resource=None)
+NO_REQUEST = NO_SCOPE
 
 
 def rsa_pem(key: RSAKey) -> str:
-    return key.as_pem(private=True).decode()
+    return pem(key)
 
 
 def certificate_for(key: RSAKey, name: str = "signer") -> str:
     """A self-signed certificate of an RSA key, PEM (what Entra ID registers)."""
     private = serialization.load_pem_private_key(key.as_pem(private=True), password=None)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(private.public_key())  # type: ignore[arg-type]
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(private, hashes.SHA256())  # type: ignore[arg-type]
-    )
-    return cert.public_bytes(serialization.Encoding.PEM).decode()
+    return self_signed_certificate(private, name).decode()
 
 
 def assertion_header(creds: ClientCredentials) -> dict[str, object]:
     form, _ = build_form(creds, NO_REQUEST)
-    head = str(form["client_assertion"]).split(".")[0]
-    return dict(json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4))))
+    return claims_of(str(form["client_assertion"]))[0]
 
 
 # -- the values ----------------------------------------------------------------------
