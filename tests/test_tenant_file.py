@@ -136,6 +136,7 @@ def test_dpop_scopes_and_the_rest_pass_through(tmp_path, monkeypatch):
         ('client_secret_file = "missing.txt"\n', "cannot read client_secret_file"),
         ('private_key_file = "missing.pem"\n', "cannot read private_key_file"),
         ('auth_method = "tls_client_auth"\n', "needs client_cert"),
+        ('client_secret = "s"\nclient_cert = "c.pem"\n', "client_cert is only used with"),
         ("", "set client_secret_env"),
     ],
 )

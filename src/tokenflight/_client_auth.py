@@ -37,6 +37,7 @@ from ._jwt import (
 
 __all__ = [
     "AUTH_METHODS",
+    "SECRET_METHODS",
     "AuthMethod",
     "ClientAuth",
     "ClientSecret",
@@ -47,9 +48,11 @@ __all__ = [
     "PrivateKeyJWT",
     "SelfSignedMutualTLS",
     "TLSIdentity",
+    "auth_for",
     "basic_authorization",
     "candidates",
     "choose",
+    "implied_method",
 ]
 
 AuthMethod = Literal[
@@ -357,6 +360,86 @@ class SelfSignedMutualTLS(_TLSMethod):
     """
 
     method: ClassVar[str] = "self_signed_tls_client_auth"
+
+
+#: Methods that send, or sign with, the client secret.
+SECRET_METHODS = frozenset(
+    {"client_secret_basic", "client_secret_post", "client_secret_jwt", "auto"}
+)
+
+
+def implied_method(*, key: bool, secret: bool, cert: bool, token_url: bool) -> str | None:
+    """The method loose material stands for when none is named (None: no material).
+
+    A private key means `private_key_jwt`; a secret Basic with a token URL, else chosen by
+    discovery (`auto`); a certificate alone mutual TLS.
+    """
+    if key:
+        return "private_key_jwt"
+    if secret:
+        return "client_secret_basic" if token_url else "auto"
+    return "tls_client_auth" if cert else None
+
+
+def auth_for(
+    method: str,
+    *,
+    who: str,
+    names: Mapping[str, str],
+    secret: str | None = None,
+    key: str | Mapping[str, Any] | None = None,
+    cert: str | None = None,
+    key_id: str | None = None,
+    alg: str | None = None,
+    audience: str | None = None,
+    lifetime: float = 60.0,
+    certificate: str | None = None,
+    cert_key: str | None = None,
+    ca: str | None = None,
+) -> ClientAuth:
+    """The value of a method named by its RFC name, from loose material: the deprecated
+    keywords of `ClientCredentials`, or a tenant of the command line's TOML.
+
+    `names` says what the caller calls the `secret`, the `key` and the `cert` in its
+    messages.
+
+    Raises:
+        ConfigurationError: An unknown method, or material missing or contradicting it.
+    """
+    if method not in AUTH_METHODS:
+        raise ConfigurationError(
+            f"auth_method {method!r} is not supported; use one of {AUTH_METHODS}"
+        )
+    if key is not None and method != "private_key_jwt":
+        raise ConfigurationError(f"{who}: {names['key']} is only used with private_key_jwt")
+    if method == "private_key_jwt":
+        if key is None:
+            raise ConfigurationError(f"{who}: private_key_jwt needs {names['key']} (PEM or JWK)")
+        return PrivateKeyJWT(
+            key, key_id=key_id, alg=alg, audience=audience, lifetime=lifetime,
+            certificate=certificate,
+        )  # fmt: skip
+    if method in ("tls_client_auth", "self_signed_tls_client_auth"):
+        if cert is None:
+            raise ConfigurationError(f"{who}: {method} needs {names['cert']} (a PEM file path)")
+        tls = MutualTLS if method == "tls_client_auth" else SelfSignedMutualTLS
+        return tls(cert, key=cert_key, ca=ca)
+    if secret is None:
+        raise ConfigurationError(f"{names['secret']} for {who} is missing or empty")
+    if cert is not None:
+        raise ConfigurationError(
+            f"{who}: {names['cert']} is only used with mutual TLS (tls_client_auth)"
+        )
+    if method == "client_secret_jwt":
+        return ClientSecretJWT(
+            secret, alg=alg or "HS256", key_id=key_id, audience=audience, lifetime=lifetime
+        )
+    simple: dict[str, type[_SecretAuth]] = {
+        "client_secret_basic": ClientSecretBasic,
+        "client_secret_post": ClientSecretPost,
+        "auto": ClientSecret,
+    }
+    return simple[method](secret)
 
 
 def choose(auth: ClientAuth, supported: Collection[str] | None) -> ClientAuth:

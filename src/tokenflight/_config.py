@@ -13,16 +13,10 @@ from typing import Any, final
 from urllib.parse import urlsplit
 
 from ._client_auth import (
-    AUTH_METHODS,
     AuthMethod,
     ClientAuth,
-    ClientSecret,
-    ClientSecretBasic,
-    ClientSecretJWT,
-    ClientSecretPost,
-    MutualTLS,
-    PrivateKeyJWT,
-    SelfSignedMutualTLS,
+    auth_for,
+    implied_method,
 )
 from ._errors import ConfigurationError
 from ._redact import redact_url
@@ -233,67 +227,42 @@ _LEGACY: dict[str, object] = {
 }
 
 
+#: What the deprecated keywords call the secret, the key and the certificate.
+_LEGACY_NAMES = {"secret": "client_secret", "key": "private_key", "cert": "client_cert"}
+
+
 def legacy_auth(creds: ClientCredentials) -> ClientAuth:
     """The client authentication value the deprecated keyword form stands for.
 
     Raises:
         ConfigurationError: The keywords are missing a part or contradict each other.
     """
-    method: str | None = creds.auth_method
     who = f"client {creds.client_id!r}"
-    if method is not None and method not in AUTH_METHODS:
-        raise ConfigurationError(
-            f"auth_method {method!r} is not supported; use one of {AUTH_METHODS}"
-        )
-    secret, key, cert = creds.client_secret, creds.private_key, creds.client_cert
+    secret = creds.client_secret
     if secret is not None and (not isinstance(secret, str) or not secret):
         raise ConfigurationError(f"client_secret for {who} is empty or not a string")
+    method = creds.auth_method or implied_method(
+        key=creds.private_key is not None,
+        secret=secret is not None,
+        cert=creds.client_cert is not None,
+        token_url=creds.token_url is not None,
+    )
     if method is None:
-        if key is not None:
-            method = "private_key_jwt"
-        elif secret is not None:
-            method = "client_secret_basic" if creds.token_url is not None else "auto"
-        elif cert is not None:
-            method = "tls_client_auth"
-        else:
-            raise ConfigurationError(f"{who}: give client_secret or private_key")
-    if key is not None and method != "private_key_jwt":
-        raise ConfigurationError(f"{who}: private_key is only used with private_key_jwt")
-    if method == "private_key_jwt":
-        if key is None:
-            raise ConfigurationError(f"{who}: private_key_jwt needs private_key (PEM or JWK)")
-        return PrivateKeyJWT(
-            key,
-            key_id=creds.key_id,
-            alg=creds.signing_alg,
-            audience=creds.assertion_audience,
-            lifetime=creds.assertion_lifetime,
-        )
-    if method in ("tls_client_auth", "self_signed_tls_client_auth"):
-        if cert is None:
-            raise ConfigurationError(f"{who}: {method} needs client_cert (a PEM file path)")
-        tls = MutualTLS if method == "tls_client_auth" else SelfSignedMutualTLS
-        return tls(cert, key=creds.client_key, ca=creds.tls_ca_bundle)
-    if secret is None:
-        raise ConfigurationError(f"client_secret for {who} is missing or empty")
-    if cert is not None:
-        raise ConfigurationError(
-            f"{who}: client_cert is only used with mutual TLS; use auth=MutualTLS(cert)"
-        )
-    if method == "client_secret_jwt":
-        return ClientSecretJWT(
-            secret,
-            alg=creds.signing_alg or "HS256",
-            key_id=creds.key_id,
-            audience=creds.assertion_audience,
-            lifetime=creds.assertion_lifetime,
-        )
-    simple = {
-        "client_secret_basic": ClientSecretBasic,
-        "client_secret_post": ClientSecretPost,
-        "auto": ClientSecret,
-    }
-    return simple[method](secret)
+        raise ConfigurationError(f"{who}: give client_secret or private_key")
+    return auth_for(
+        method,
+        who=who,
+        names=_LEGACY_NAMES,
+        secret=secret,
+        key=creds.private_key,
+        cert=creds.client_cert,
+        key_id=creds.key_id,
+        alg=creds.signing_alg,
+        audience=creds.assertion_audience,
+        lifetime=creds.assertion_lifetime,
+        cert_key=creds.client_key,
+        ca=creds.tls_ca_bundle,
+    )
 
 
 def with_auth(creds: ClientCredentials, auth: ClientAuth, token_url: str) -> ClientCredentials:

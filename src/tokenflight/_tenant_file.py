@@ -23,20 +23,15 @@ import json
 import logging
 import os
 import tomllib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ._client_auth import (
     AUTH_METHODS,
+    SECRET_METHODS,
     ClientAuth,
-    ClientSecret,
-    ClientSecretBasic,
-    ClientSecretJWT,
-    ClientSecretPost,
-    MutualTLS,
-    PrivateKeyJWT,
-    SelfSignedMutualTLS,
+    auth_for,
+    implied_method,
 )
 from ._config import ClientCredentials
 from ._errors import ConfigurationError
@@ -78,7 +73,6 @@ _FILES = frozenset(
     {"client_secret_file", "private_key_file", "certificate_file", "client_cert", "client_key"}
     | {"ca_bundle"}
 )
-_METHODS = AUTH_METHODS
 
 
 def load_tenant(config: Path, tenant: str) -> ClientCredentials:
@@ -136,57 +130,48 @@ def _tenant_table(config: Path, tenant: str) -> dict[str, Any]:
 
 
 def _check_names(table: dict[str, Any], where: str) -> None:
-    for name in sorted(set(table) - SETTINGS):
-        close = difflib.get_close_matches(name, sorted(SETTINGS), n=1, cutoff=0.6)
+    unknown = sorted(set(table) - SETTINGS)
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], sorted(SETTINGS), n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigurationError(f"{where}: unknown setting {name!r}{hint}")
+        raise ConfigurationError(f"{where}: unknown setting {unknown[0]!r}{hint}")
+
+
+#: What a TOML tenant calls the secret, the key and the certificate.
+_NAMES = {"secret": "client_secret_env", "key": "private_key_file", "cert": "client_cert"}
 
 
 def _auth(table: dict[str, Any], where: str) -> ClientAuth:
-    method = table.get("auth_method") or _default_method(table)
-    if method not in _METHODS:
-        close = difflib.get_close_matches(method, _METHODS, n=1, cutoff=0.6)
-        hint = f"; did you mean {close[0]!r}?" if close else f"; use one of {list(_METHODS)}"
+    has_key = "private_key_file" in table or "private_key_env" in table
+    method = table.get("auth_method") or implied_method(
+        key=has_key,
+        secret=any(name.startswith("client_secret") for name in table),
+        cert="client_cert" in table,
+        token_url="token_url" in table,
+    )
+    if method is None:  # nothing given: say which secret setting is missing
+        method = "client_secret_basic" if "token_url" in table else "auto"
+    if method not in AUTH_METHODS:
+        close = difflib.get_close_matches(method, AUTH_METHODS, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; use one of {list(AUTH_METHODS)}"
         raise ConfigurationError(f"{where}: auth_method {method!r} is unknown{hint}")
-    if method == "private_key_jwt":
-        return PrivateKeyJWT(
-            _private_key(table, where),
-            key_id=table.get("key_id"),
-            alg=table.get("signing_alg"),
-            audience=table.get("assertion_audience"),
-            lifetime=table.get("assertion_lifetime", 60.0),
-            certificate=_read(table["certificate_file"], where, "certificate_file")
-            if "certificate_file" in table
-            else None,
-        )
-    if method in ("tls_client_auth", "self_signed_tls_client_auth"):
-        if "client_cert" not in table:
-            raise ConfigurationError(f"{where}: {method} needs client_cert (a PEM file)")
-        tls = MutualTLS if method == "tls_client_auth" else SelfSignedMutualTLS
-        return tls(table["client_cert"], key=table.get("client_key"), ca=table.get("ca_bundle"))
-    secret = _secret(table, where)
-    if method == "client_secret_jwt":
-        return ClientSecretJWT(
-            secret,
-            alg=table.get("signing_alg", "HS256"),
-            key_id=table.get("key_id"),
-            audience=table.get("assertion_audience"),
-            lifetime=table.get("assertion_lifetime", 60.0),
-        )
-    simple: dict[str, Callable[[str], ClientAuth]] = {
-        "client_secret_basic": ClientSecretBasic,
-        "client_secret_post": ClientSecretPost,
-        "auto": ClientSecret,
-    }
-    return simple[method](secret)
-
-
-def _default_method(table: dict[str, Any]) -> str:
-    if "private_key_file" in table or "private_key_env" in table:
-        return "private_key_jwt"
-    if "client_cert" in table and not any(name.startswith("client_secret") for name in table):
-        return "tls_client_auth"
-    return "client_secret_basic" if "token_url" in table else "auto"
+    # Secrets and keys are read only when the method needs them (or contradicts them).
+    certificate = table.get("certificate_file")
+    return auth_for(
+        method,
+        who=where,
+        names=_NAMES,
+        secret=_secret(table, where) if method in SECRET_METHODS else None,
+        key=_private_key(table, where) if has_key or method == "private_key_jwt" else None,
+        cert=table.get("client_cert"),
+        key_id=table.get("key_id"),
+        alg=table.get("signing_alg"),
+        audience=table.get("assertion_audience"),
+        lifetime=table.get("assertion_lifetime", 60.0),
+        certificate=None if certificate is None else _read(certificate, where, "certificate_file"),
+        cert_key=table.get("client_key"),
+        ca=table.get("ca_bundle"),
+    )
 
 
 def _secret(table: dict[str, Any], where: str) -> str:
