@@ -249,3 +249,24 @@ def test_auth_repr_holds_no_secret():
     auth = TokenManager().auth("acme", audience="https://api.example")
     assert "acme" in repr(auth)
     assert SECRET not in repr(auth)
+
+
+async def test_each_auth_sends_its_own_keys_token(tokens, idp, http_module):
+    """auth() objects of one tenant send the token of their own scopes and audience, one
+    token request per key however it is spelled (their keys are normalized once)."""
+    reads = tokens.auth("acme", scopes=["read"])
+    both = tokens.auth("acme", scopes="write read")
+    same = tokens.auth("acme", scopes=("read", "write"))
+    api = tokens.auth("acme", audience="https://api.example")
+    async with http_module.AsyncClient() as client:
+        sent = {}
+        for name, auth in (("reads", reads), ("both", both), ("same", same), ("api", api)):
+            response = await client.get(idp.resource_url, auth=auth)
+            assert response.status_code == 200
+            sent[name] = response.request.headers["authorization"]
+    assert sent["both"] == sent["same"]
+    assert len({sent["reads"], sent["both"], sent["api"]}) == 3
+    expected = await tokens.get_token("acme", scopes=["write", "read"])
+    assert sent["both"] == f"Bearer {expected.access_token}"
+    assert idp.token_requests == 3
+    assert [r.audience for r in idp.requests] == [None, None, "https://api.example"]

@@ -71,6 +71,8 @@ class TokenAuth(_AuthBase):
         self._audience = audience
         self._resource = resource
         self._scopes = scopes
+        # Normalized once: every request reads its token by this key.
+        self._key = manager._lookup_key(tenant, audience, resource, scopes)
         self._admission = admission
         self._times = times
 
@@ -144,13 +146,7 @@ class TokenAuth(_AuthBase):
         """
         ticket = await self._admission.acquire()
         try:
-            token = await self._manager.get_token(
-                self._tenant,
-                audience=self._audience,
-                resource=self._resource,
-                scopes=self._scopes,
-                min_ttl=self._times.margin,
-            )
+            token = await self._manager._get_by_key(self._key, self._times.margin)
             if rejected is not None and token.access_token == rejected.access_token:
                 self._admission.release(ticket)
                 return None

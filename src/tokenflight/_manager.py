@@ -372,21 +372,39 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         scopes: Any = options.get("scopes")
         min_ttl = options.get("min_ttl", 0.0)
         if audience is None and resource is None and scopes is None:
+            key: Any = (tenant, None, None, None)
             slot = self._default_get(tenant)
         else:
-            if scopes is not None:  # validated when the slot is made, not on every call
-                scopes = frozenset(scopes.split() if isinstance(scopes, str) else scopes)
-            if resource is not None and not isinstance(resource, str):
-                resource = normalize_resource(resource)
-            # A plain tuple hashes and compares like the SlotKey it stands for, and is cheaper.
-            key: Any = (tenant, audience, resource, scopes)
+            key = self._lookup_key(tenant, audience, resource, scopes)
             slot = self._slots.get(key)
         if min_ttl and not min_ttl >= 0.0:  # negative or NaN (0.0, the default, skips this)
             raise ConfigurationError(f"min_ttl must be a number of seconds >= 0, not {min_ttl!r}")
         if slot is not None and self._clock() + min_ttl < slot.usable_until:
             slot.hits += 1
             return slot.token  # type: ignore[return-value]
-        return await self._get_slow(SlotKey(tenant, audience, resource, scopes), min_ttl)
+        return await self._get_slow(SlotKey(*key), min_ttl)
+
+    def _lookup_key(
+        self, tenant: str, audience: str | None, resource: Any, scopes: Any
+    ) -> tuple[str, str | None, str | tuple[str, ...] | None, frozenset[str] | None]:
+        """A key as a caller spells it, in the form slots are looked up by: a plain tuple
+        (it hashes and compares like the `SlotKey` it stands for, and is cheaper), scopes
+        a set, resources canonical. Checked when its slot is made, not on every call."""
+        if scopes is not None:
+            scopes = frozenset(scopes.split() if isinstance(scopes, str) else scopes)
+        if resource is not None and not isinstance(resource, str):
+            resource = normalize_resource(resource)
+        return (tenant, audience, resource, scopes)
+
+    async def _get_by_key(self, key: Any, min_ttl: float) -> Token:
+        """A token for a key already in look-up form (`_lookup_key`): what `TokenAuth`
+        reads on every request, with no keyword dict to build or check and no key to
+        normalize. `min_ttl` is the manager's own measured margin, never negative."""
+        slot = self._slots.get(key)
+        if slot is not None and self._clock() + min_ttl < slot.usable_until:
+            slot.hits += 1
+            return slot.token  # type: ignore[return-value]
+        return await self._get_slow(SlotKey(*key), min_ttl)
 
     def invalidate(
         self,
