@@ -158,12 +158,13 @@ class FetchPipeline:
     async def _prepare(self, slot: Slot) -> None:
         """Discover the token endpoint (once per issuer) and make the DPoP key if needed."""
         discovery = self._discovery
-        configured = slot.configured or slot.creds
-        if configured.token_url is None and (  # discovered, until the metadata expires
-            slot.configured is None or self._clock() >= slot.discovered_until
+        # The tenant's credentials as given; the slot's are the discovered ones, until the
+        # metadata expires (a new registration resets them, undiscovered).
+        configured = self._table.credentials.get(slot.key.tenant, slot.creds)
+        if configured.token_url is None and (
+            slot.creds.token_url is None or self._clock() >= slot.discovered_until
         ):
             slot.creds, slot.discovered_until = await discovery.resolve(configured)
-            slot.configured = configured
         if slot.creds.dpop and slot.dpop is None:
             slot.dpop = DPoPProver(self._dpop_nonces)
 

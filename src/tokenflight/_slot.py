@@ -86,9 +86,7 @@ class Slot:
     stale_served: int = 0
     # Every key spelling that maps to this slot (defaults omitted or written out).
     aliases: list[SlotKey] = field(default_factory=list)
-    # With an issuer: the credentials as configured while `creds` are the discovered ones,
-    # and the loop time their metadata expires.
-    configured: ClientCredentials | None = None
+    # With an issuer: the loop time the metadata behind the discovered `creds` expires.
     discovered_until: float = 0.0
     # The slot's DPoP key pair, made on its first fetch when the credentials ask for DPoP.
     dpop: DPoPProver | None = None

@@ -44,7 +44,6 @@ class SlotTable:
             self.resolved_at[tenant] = resolved_at
         for slot in self.per_tenant.get(tenant, ()):
             slot.creds = creds  # their next fetch uses them; their tokens stay good
-            slot.configured = None
 
     def drop_tenant(self, tenant: str) -> list[Slot]:
         """Forget a tenant's credentials; its slots, to be evicted by the caller."""
