@@ -113,16 +113,15 @@ class Discovery:
         )
 
     async def resolve(self, creds: ClientCredentials) -> tuple[ClientCredentials, float]:
-        """The credentials with `token_url` and the chosen authentication filled in from
-        discovery, and the loop time until which they hold (the metadata's expiry).
+        """Credentials given an issuer and no `token_url`, with the discovered `token_url`
+        and the chosen authentication filled in, and the loop time until which they hold
+        (the metadata's expiry).
 
         Raises:
             ConfigurationError: No metadata, a different issuer, or no usable method.
             TokenEndpointUnavailable: The metadata could not be fetched.
         """
-        if creds.token_url is not None:
-            return creds, float("inf")
-        assert creds.issuer is not None  # ClientCredentials guarantees it
+        assert creds.issuer is not None  # ClientCredentials: without token_url, an issuer
         metadata, expires_at = await self.metadata(
             creds.issuer, allow_http=creds.allow_insecure_http
         )
