@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -190,3 +194,19 @@ def self_signed_certificate(key: Any, name: str) -> bytes:
         .sign(key, hashes.SHA256())
     )
     return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def user_pytest(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run pytest in a user's project, as the user would: none of our settings (stack,
+    addopts), plus the environment variables given."""
+    environ = {**os.environ, **env}
+    environ.pop("TOKENFLIGHT_HTTP", None)
+    environ.pop("PYTEST_ADDOPTS", None)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+        cwd=project,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )

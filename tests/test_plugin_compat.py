@@ -4,13 +4,11 @@ and auto), every provider profile, and nothing heavy imported until a fixture is
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from helpers import user_pytest
 from tokenflight.testing import PROFILE_NAMES
 
 PROJECT = Path(__file__).resolve().parent / "user_project"
@@ -26,16 +24,7 @@ PLUGINS = {
 @pytest.mark.parametrize("mode", list(PLUGINS))
 def test_user_project_passes_under_each_async_plugin(mode):
     """A user's tests of tokenflight pass, setup to teardown, under each async plugin."""
-    env = {**os.environ, "USER_MODE": mode}
-    env.pop("TOKENFLIGHT_HTTP", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *PLUGINS[mode]],
-        cwd=PROJECT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = user_pytest(PROJECT, *PLUGINS[mode], USER_MODE=mode)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     profiles = len(PROFILE_NAMES)  # one async and one sync test per provider profile
     async_tests = 3 + profiles
@@ -66,17 +55,8 @@ def test_plugin_imports_nothing_heavy_into_a_session(tmp_path, plugin):
     (tmp_path / "conftest.py").write_text(SPY_CONFTEST, encoding="utf-8")
     (tmp_path / "test_mine.py").write_text("def test_mine():\n    pass\n", encoding="utf-8")
     report = tmp_path / "report.json"
-    env = {**os.environ, "SPY_REPORT": str(report)}
-    env.pop("PYTEST_ADDOPTS", None)
     flags = ["-p", "no:asyncio"] if plugin == "anyio" else ["-p", "asyncio"]
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *flags],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = user_pytest(tmp_path, *flags, SPY_REPORT=str(report))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     seen = json.loads(report.read_text(encoding="utf-8"))
     assert seen == {"plugin": True, "heavy": []}

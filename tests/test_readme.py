@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import re
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+
+from helpers import user_pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -95,21 +94,6 @@ def _readme() -> str:
     return README.read_text(encoding="utf-8")
 
 
-def _pytest(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run pytest in a user's project, as the user would (no settings of ours)."""
-    env = {**os.environ}
-    env.pop("TOKENFLIGHT_HTTP", None)
-    env.pop("PYTEST_ADDOPTS", None)
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def test_readme_has_a_test_file_for_each_plugin() -> None:
     """The README shows a complete test file for anyio's plugin and one for pytest-asyncio."""
     files = _example_test_files()
@@ -129,7 +113,7 @@ def test_readme_example_tests_pass(name, tmp_path) -> None:
     (tmp_path / "pytest.ini").write_text(ANYIO_INI if anyio else ASYNCIO_INI, encoding="utf-8")
     (tmp_path / name).write_text(source, encoding="utf-8")
     plugin = ["-p", "no:asyncio"] if anyio else ["-p", "asyncio"]
-    result = _pytest(tmp_path, *plugin, name)
+    result = user_pytest(tmp_path, *plugin, name)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     tests = len(re.findall(r"^async def test_", source, re.M))
     passed = re.search(r"(\d+) passed", result.stdout)
@@ -154,7 +138,7 @@ def test_testing_guide_walks_from_install_to_a_passing_test(tmp_path) -> None:
         (tmp_path / name).write_text(source, encoding="utf-8")
     command = re.search(r"```sh\n(pytest[^\n]*)\n```", text)
     assert command, "the guide ends with the pytest command to run"
-    result = _pytest(tmp_path, *command.group(1).split()[1:])
+    result = user_pytest(tmp_path, *command.group(1).split()[1:])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     promised = re.search(r"pytest reports `(\d+ passed)`", text)
     assert promised, "the guide says what pytest reports"
