@@ -185,3 +185,36 @@ async def test_fast_path_never_returns_an_expired_token():
             time.sleep(max(0.0, first.expires_at - anyio.current_time()) + 0.05)  # a busy loop
             token = await tm.get_token("acme")
             assert token.expires_at > anyio.current_time()
+
+
+async def test_request_cancelled_mid_body_leaves_nothing_for_the_collector(http_module):
+    """A token request cancelled while its body is being written leaves no suspended
+    generator behind: under trio, httpx's own body would warn when collected (a
+    ResourceWarning, an error here), as the soak once found."""
+    from tokenflight._read import open_stream
+
+    got_headers = anyio.Event()
+
+    async def stalled(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            await stream.receive()  # the headers, then never another byte
+            got_headers.set()
+            await anyio.sleep_forever()
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    body = b"x" * 20_000_000  # more than loopback's socket buffers: the write must wait
+    async with listener, anyio.create_task_group() as tg, http_module.AsyncClient() as client:
+        tg.start_soon(listener.serve, stalled)
+        with anyio.CancelScope() as scope:
+
+            async def cancel_once_stalled() -> None:
+                await got_headers.wait()
+                scope.cancel()
+
+            tg.start_soon(cancel_once_stalled)
+            async with open_stream(client, "POST", f"http://127.0.0.1:{port}/", content=body):
+                pytest.fail("the server never answers")
+        assert scope.cancelled_caught
+        tg.cancel_scope.cancel()
+    gc.collect()  # a suspended generator would be finalized, and warn, here

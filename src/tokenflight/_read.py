@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 
 from ._errors import MalformedTokenResponse
+from ._http import BYTE_STREAMS
 from ._redact import HiddenBytes
 
 __all__ = [
@@ -35,20 +36,65 @@ _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate":
 
 
 @asynccontextmanager
-async def open_stream(client: Any, method: str, url: str, **kwargs: Any) -> AsyncIterator[Any]:
+async def open_stream(
+    client: Any, method: str, url: str, *, follow_redirects: bool = False, **kwargs: Any
+) -> AsyncIterator[Any]:
     """`client.stream(...)`, whose response is closed even when the caller is cancelled.
 
     A close awaited in a cancelled scope is itself cancelled under trio, leaving the
     connection open until garbage collection (a ResourceWarning); the close is shielded,
     and bounded, since closing an unfinished response only drops its connection.
     """
-    stream = client.stream(method, url, **kwargs)
-    response = await stream.__aenter__()
+    request = client.build_request(method, url, **kwargs)
+    body = _BODIES.get(type(request.stream))
+    if body is not None:
+        request.stream = body(request.content)
+    response = await client.send(request, stream=True, follow_redirects=follow_redirects)
     try:
         yield response
     finally:
         with anyio.move_on_after(5, shield=True):
-            await stream.__aexit__(None, None, None)
+            await response.aclose()
+
+
+def _in_memory_body(base: type[Any]) -> type[Any]:
+    """httpx's (or httpx2's) in-memory request body, iterated without an async generator.
+
+    httpx's own yields from an async generator, which httpcore leaves suspended when the
+    write fails or is cancelled; trio then warns when it is collected (a ResourceWarning,
+    an error under ``-W error``). An iterator object leaves nothing to finalize.
+    """
+
+    class Body(base):  # type: ignore[misc]
+        def __init__(self, data: bytes) -> None:
+            super().__init__(data)
+            self._data = data
+
+        def __aiter__(self) -> AsyncIterator[bytes]:
+            return _Once(self._data)
+
+    return Body
+
+
+_BODIES = {base: _in_memory_body(base) for base in BYTE_STREAMS}
+
+
+class _Once:
+    """Yields one chunk, as httpx's `ByteStream` does."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: bytes) -> None:
+        self._data: bytes | None = data
+
+    def __aiter__(self) -> _Once:
+        return self
+
+    async def __anext__(self) -> bytes:
+        data, self._data = self._data, None
+        if data is None:
+            raise StopAsyncIteration
+        return data
 
 
 class _Layer:
