@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import anyio
 import anyio.lowlevel
+import sniffio
 from anyio.abc import TaskGroup
 
 from ._errors import ManagerClosedError, TokenError
@@ -31,19 +32,39 @@ K = TypeVar("K", bound=Hashable)
 MAX_REMEMBERED = 10_000
 
 
+class Event(Protocol):
+    def is_set(self) -> bool: ...
+    def set(self) -> None: ...
+    async def wait(self) -> Any: ...
+
+
+def native_event() -> Event:
+    """The event loop's own event. anyio's wraps it in one more coroutine per waiter, which
+    a cold start's tens of thousands of waiters pay for in time and garbage collection."""
+    try:
+        library = sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:  # made outside a loop: anyio's adapts later
+        return anyio.Event()
+    if library == "trio":
+        import trio
+
+        return trio.Event()
+    return asyncio.Event()
+
+
 class Flight(Generic[T]):
-    """One piece of work in progress: its waiters wait on `done`, then read the outcome."""
+    """One piece of work in progress: waiters `await flight.done.wait()`, then read
+    `outcome()` (a method of its own would be one more coroutine for each of them)."""
 
     __slots__ = ("done", "error", "result")
 
     def __init__(self) -> None:
-        self.done = anyio.Event()
+        self.done = native_event()
         self.result: T | None = None
         self.error: TokenError | None = None
 
-    async def wait(self) -> T:
+    def outcome(self) -> T:
         """The work's result, or a copy of its error (each waiter gets its own)."""
-        await self.done.wait()
         if self.error is not None:
             raise self.error._clone()
         return self.result  # type: ignore[return-value]
@@ -128,7 +149,8 @@ class SingleFlight(Generic[K, T]):
         if flight is None:
             flight = self._pending[key] = Flight()
             tg.start_soon(self._fly, key, flight, work, what)
-        return await flight.wait()
+        await flight.done.wait()
+        return flight.outcome()
 
     def forget(self, key: K) -> None:
         """Drop a remembered failure, so that the next call runs the work again."""

@@ -59,7 +59,7 @@ from ._refresh_queue import RefreshQueue
 from ._resolver import Resolver, TenantResolver
 from ._scheduler import RefreshScheduler
 from ._settle import Outcomes, log_fields
-from ._slot import Slot, SlotKey, TokenFlight
+from ._slot import LookupKey, Slot, SlotKey, TokenFlight
 from ._stats import KeyStatistics, ManagerStatistics
 from ._store import TokenStore, store_key
 from ._table import SlotTable
@@ -363,7 +363,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             if slot is not None and self._clock() < slot.usable_until:
                 slot.hits += 1
                 return slot.token  # type: ignore[return-value]
-            return await self._get_slow(SlotKey(tenant, None, None, None), 0.0)
+            return await self._get_slow((tenant, None, None, None), 0.0)
         if not options.keys() <= _OPTION_NAMES:
             unknown = sorted(options.keys() - _OPTION_NAMES)[0]
             raise TypeError(f"get_token() got an unexpected keyword argument {unknown!r}")
@@ -382,11 +382,11 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         if slot is not None and self._clock() + min_ttl < slot.usable_until:
             slot.hits += 1
             return slot.token  # type: ignore[return-value]
-        return await self._get_slow(SlotKey(*key), min_ttl)
+        return await self._get_slow(key, min_ttl)
 
     def _lookup_key(
         self, tenant: str, audience: str | None, resource: Any, scopes: Any
-    ) -> tuple[str, str | None, str | tuple[str, ...] | None, frozenset[str] | None]:
+    ) -> LookupKey:
         """A key as a caller spells it, in the form slots are looked up by: a plain tuple
         (it hashes and compares like the `SlotKey` it stands for, and is cheaper), scopes
         a set, resources canonical. Checked when its slot is made, not on every call."""
@@ -404,7 +404,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         if slot is not None and self._clock() + min_ttl < slot.usable_until:
             slot.hits += 1
             return slot.token  # type: ignore[return-value]
-        return await self._get_slow(SlotKey(*key), min_ttl)
+        return await self._get_slow(key, min_ttl)
 
     def invalidate(
         self,
@@ -578,7 +578,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
 
     # -- slow path -------------------------------------------------------------------
 
-    async def _get_slow(self, key: SlotKey, min_ttl: float) -> Token:
+    async def _get_slow(self, key: LookupKey, min_ttl: float) -> Token:
         self._task_group()  # raises unless running, on this event loop
         slot = self._slots.get(key)
         if slot is None:
@@ -597,7 +597,8 @@ class TokenManager(anyio.AsyncContextManagerMixin):
                 flight = self._start_flight(slot, background=False)
             else:
                 slot.joins += 1
-            token = await flight.wait()
+            await flight.done.wait()
+            token = flight.outcome()
             if self._clock() < token.expires_at:
                 return token  # the new token, even if shorter-lived than min_ttl
             spent += 1
@@ -609,7 +610,9 @@ class TokenManager(anyio.AsyncContextManagerMixin):
                     endpoint=slot.creds.token_url or "",
                 )
 
-    async def _create_slot(self, key: SlotKey) -> Slot:
+    async def _create_slot(self, lookup: LookupKey) -> Slot:
+        key = SlotKey(*lookup)  # made here, not by every waiting caller: a plain tuple of
+        # strings is one object fewer for the garbage collector to track
         if key.scopes is not None:
             normalize_scopes(key.scopes)  # raises ConfigurationError on a bad scope
         creds = self._tenants.get(key.tenant)

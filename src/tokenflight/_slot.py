@@ -2,7 +2,7 @@
 
 A slot's state changes only in synchronous code: on one event loop, code with no `await`
 cannot be interleaved, so "is a fetch in flight? if not, start one" is atomic without a
-lock. Waiters wait on the flight's `anyio.Event` and then read its outcome.
+lock. Waiters wait on the flight's `done` event and then read its outcome.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from ._flight import Flight
 from ._stats import KeyStatistics
 from ._token import Token
 
-__all__ = ["Slot", "SlotKey", "TokenFlight"]
+__all__ = ["LookupKey", "Slot", "SlotKey", "TokenFlight"]
 
 
 class SlotKey(NamedTuple):
@@ -35,6 +35,11 @@ class SlotKey(NamedTuple):
     audience: str | None
     resource: str | tuple[str, ...] | None
     scopes: frozenset[str] | None
+
+
+#: A `SlotKey` as a plain tuple, which hashes and compares the same: what callers look
+#: slots up by (the garbage collector stops tracking a tuple of strings; not a SlotKey).
+LookupKey = tuple[str, str | None, str | tuple[str, ...] | None, frozenset[str] | None]
 
 
 class TokenFlight(Flight[Token]):

@@ -14,7 +14,7 @@ from typing import final
 
 from ._config import ClientCredentials, normalize_resource, normalize_scopes
 from ._endpoint import TokenRequest
-from ._slot import Slot, SlotKey
+from ._slot import LookupKey, Slot, SlotKey
 
 __all__ = ["SlotTable"]
 
@@ -28,7 +28,7 @@ class SlotTable:
     def __init__(self) -> None:
         self.credentials: dict[str, ClientCredentials] = {}
         self.resolved_at: dict[str, float] = {}  # resolver-made tenants: when resolved
-        self.by_key: dict[SlotKey, Slot] = {}
+        self.by_key: dict[LookupKey, Slot] = {}  # SlotKeys; found by plain tuples too
         self.defaults: dict[str, Slot] = {}  # tenant -> slot of its default key
         self.per_tenant: dict[str, list[Slot]] = {}
         self._count = 0
