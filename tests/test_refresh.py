@@ -434,7 +434,7 @@ async def test_backed_up_refreshes_cost_one_request_per_slot_per_round():
         with anyio.fail_after(30):
             while not every_slot_did_its_rounds():
                 await gather_tokens(tokens, names)  # every slot in use
-                peak_queue = max(peak_queue, len(tokens._refresh_queue))
+                peak_queue = max(peak_queue, len(tokens._upkeep.queue))
                 await anyio.sleep(0.02)
             stopped = anyio.current_time()
             # Unused from now on: a token that arrives now is never refreshed; let the

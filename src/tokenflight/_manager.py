@@ -33,11 +33,9 @@ from ._errors import (
     TokenError,
 )
 from ._hooks import (
-    EvictionReason,
     FetchStarted,
     HookChain,
     Instrumentation,
-    SlotEvicted,
     endpoint_host,
     next_fetch_id,
 )
@@ -55,15 +53,14 @@ from ._http import (
 from ._mtls import ClientPool, tls_context
 from ._origins import FetchLimiter, RateLimits, RequestPace
 from ._pipeline import FetchPipeline
-from ._refresh_queue import RefreshQueue
 from ._resolver import Resolver, TenantResolver
-from ._scheduler import RefreshScheduler
-from ._settle import Outcomes, log_fields
+from ._settle import Outcomes
 from ._slot import LookupKey, Slot, SlotKey, TokenFlight
 from ._stats import KeyStatistics, ManagerStatistics
 from ._store import TokenStore, store_key
 from ._table import SlotTable
 from ._token import Token
+from ._upkeep import Upkeep
 
 __all__ = ["Resolver", "TokenManager"]
 
@@ -192,8 +189,6 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         self._resolved = self._table.resolved_at
         self._slots = self._table.by_key  # the hot path's look-ups, one attribute deep
         self._default_get = self._table.defaults.get
-        self._retired = KeyStatistics()
-        self._evictions = 0
         self._in_flight = 0
         self._tg: TaskGroup | None = None
         self._thread: int | None = None  # the thread whose event loop runs the manager
@@ -211,9 +206,14 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         self._rate_limits = RateLimits(
             self._clock, max_cooldown=self._retry.max_cooldown, default=self._retry.cooldown
         )
-        self._refreshing = 0
-        self._refresh_queue = RefreshQueue()
-        self._scheduler = RefreshScheduler(self._clock, self._on_due)
+        self._upkeep = Upkeep(
+            self._table,
+            self._refresh,
+            self._hooks,
+            self._clock,
+            start_refresh=lambda slot: self._start_flight(slot, background=True),
+            running=lambda: self._tg is not None,
+        )
 
     def __repr__(self) -> str:
         state = "running" if self._tg is not None else "stopped"
@@ -253,11 +253,9 @@ class TokenManager(anyio.AsyncContextManagerMixin):
                 pace=None if self._max_rate is None else RequestPace(self._max_rate, self._clock),
             )
             self._fetch_limiter = FetchLimiter(self._max_fetches, self._max_per_origin)
-            self._refreshing = 0
-            self._refresh_queue.clear()
-            self._scheduler = RefreshScheduler(self._clock, self._on_due)
+            self._upkeep.restart(self._clock)
             tg = await stack.enter_async_context(anyio.create_task_group())
-            tg.start_soon(self._scheduler.run)
+            tg.start_soon(self._upkeep.scheduler.run)
             self._discovery = Discovery(client, tg, self._retry, self._clock)
             self._outcomes = self._new_outcomes()  # on this loop's clock
             self._pipeline = FetchPipeline(
@@ -285,10 +283,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             finally:
                 self._tg = None
                 tg.cancel_scope.cancel()
-                for slot in self._table.unique():
-                    self._retired = self._retired + slot.counters()
-                self._table.clear()
-                self._refresh_queue.clear()
+                self._upkeep.retire_all()
         if error is not None:
             raise error
 
@@ -324,13 +319,13 @@ class TokenManager(anyio.AsyncContextManagerMixin):
                 f"credentials for tenant {tenant!r} must be a ClientCredentials, "
                 f"not {type(credentials).__name__}"
             )
-        self._drop_tenant_slots(tenant)
+        self._upkeep.drop_tenant(tenant)
         self._table.set_tenant(tenant, credentials)
         self._resolver.forget(tenant)
 
     def unregister(self, tenant: str) -> None:
         """Forget a tenant and its tokens. Unknown tenants are ignored."""
-        self._drop_tenant_slots(tenant)
+        self._upkeep.drop_tenant(tenant)
         self._table.drop_tenant(tenant)
 
     # -- tokens ----------------------------------------------------------------------
@@ -560,7 +555,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
     def stats(self) -> ManagerStatistics:
         """A snapshot of the counters, per live key and in total, and each key's health."""
         keys: dict[SlotKey, KeyStatistics] = {}
-        total = self._retired
+        total = self._upkeep.retired
         now = None if self._tg is None else self._clock()  # the health view, while running
         for slot in self._table.unique():
             counters = slot.counters(now)
@@ -571,7 +566,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             keys=keys,
             slots=len(keys),
             tenants=len(self._tenants),
-            evictions=self._evictions,
+            evictions=self._upkeep.evictions,
             in_flight=self._in_flight,
             admission_waiting=self._admission.statistics().waiting,
         )
@@ -631,7 +626,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             slot.idle_check_at = now + self._refresh.idle_timeout
             slot.active_at = now
             if len(self._table) > self._refresh.max_slots:
-                self._shed(keep=slot)
+                self._upkeep.shed(keep=slot)
         return slot
 
     # -- flights ---------------------------------------------------------------------
@@ -666,8 +661,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
                 )
             )
         slot.flight = flight
-        self._scheduler.cancel(slot)  # the flight reschedules it when it lands
-        self._refresh_queue.discard(slot)  # this flight brings the new token
+        self._upkeep.flight_started(slot, background=background)
         self._in_flight += 1
         tg.start_soon(self._fly, slot, flight)
         return flight
@@ -701,84 +695,10 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         finally:
             self._in_flight -= 1
             slot.flight = None
-            if flight.background:
-                self._refreshing -= 1
-                self._start_queued_refreshes()
-            if not isinstance(flight.error, ManagerClosedError):
+            settled = not isinstance(flight.error, ManagerClosedError)
+            if settled:
                 self._outcomes.settle(slot, flight)
-                if not slot.evicted:
-                    self._scheduler.schedule(slot, slot.next_wakeup())
             elif self._hooks:  # cut off by shutdown: nothing to settle, but hooks see the end
                 self._outcomes.report_finish(slot, flight, self._clock())
+            self._upkeep.flight_landed(slot, background=flight.background, settled=settled)
             flight.done.set()
-
-    def _on_due(self, slot: Slot) -> None:
-        """The scheduler's callback: evict, refresh, then plan the next look.
-
-        Never waits (a refresh beyond the concurrency limit is queued), so one slow
-        refresh cannot hold up the others' timing.
-        """
-        if slot.evicted or slot.flight is not None:
-            return  # a running flight reschedules the slot when it lands
-        now = self._clock()
-        if now >= slot.idle_check_at:
-            if slot.is_idle():
-                if not slot.is_usable(now):
-                    self._evict(slot)  # nothing worth keeping
-                    return
-                slot.lapsing = True  # never refreshed again; served until it expires
-            else:
-                slot.active_at = now
-            slot.uses_at_idle_check = slot.uses()
-            slot.idle_check_at = now + self._refresh.idle_timeout
-        if slot.needs_refresh(now):
-            if self._refreshing < self._refresh.max_concurrent:
-                self._refreshing += 1
-                self._start_flight(slot, background=True)
-                return
-            self._refresh_queue.push(slot)  # keeps refresh_at: checked again when it surfaces
-            self._scheduler.schedule(slot, slot.idle_check_at)
-            return
-        if slot.refresh_at is not None and now >= slot.refresh_at:
-            slot.refresh_at = None  # unused since it arrived, or idle: let it lapse
-        self._scheduler.schedule(slot, slot.next_wakeup())
-
-    def _start_queued_refreshes(self) -> None:
-        if self._tg is None:
-            return
-        while self._refreshing < self._refresh.max_concurrent:
-            slot = self._refresh_queue.pop_due(self._clock())
-            if slot is None:
-                return
-            self._refreshing += 1
-            self._start_flight(slot, background=True)
-
-    # -- eviction --------------------------------------------------------------------
-
-    def _shed(self, *, keep: Slot) -> None:
-        """Over `max_slots`: evict the least recently used slots, idle ones first.
-
-        About 1 % of the cap goes in one sweep, so that the pass over the table is paid
-        once per hundreds of new slots, not on each.
-        """
-        cap = self._refresh.max_slots
-        count = len(self._table) - cap + cap // 100
-        for victim in self._table.least_recently_used(count, keep=keep):
-            self._evict(victim, reason="max_slots")
-
-    def _evict(self, slot: Slot, *, counted: bool = True, reason: EvictionReason = "idle") -> None:
-        slot.evicted = True
-        slot.usable_until = 0.0
-        self._scheduler.cancel(slot)
-        self._refresh_queue.discard(slot)
-        self._retired = self._retired + slot.counters()
-        self._evictions += counted
-        tenant = slot.key.tenant
-        self._table.remove(slot)  # a resolved tenant leaves with its last slot
-        logger.debug("evicted a slot of tenant %r (%s)", tenant, reason, extra=log_fields(slot))
-        if self._hooks:
-            self._hooks.slot_evicted(SlotEvicted(key=slot.key, reason=reason))
-
-    def _drop_tenant_slots(self, tenant: str) -> None:
-        for slot in self._table.of_tenant(tenant):
-            self._evict(slot, counted=False, reason="tenant_dropped")
