@@ -303,6 +303,31 @@ def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
         raise ConfigurationError(f"{name} must be {'>= 0' if allow_zero else '> 0'}")
 
 
+def check_manager_options(
+    *,
+    max_concurrent_fetches: int | None,
+    max_fetches_per_origin: int | None,
+    max_fetch_rate_per_origin: float | None,
+    credentials_ttl: float | None,
+) -> None:
+    """`TokenManager`'s own numbers (its policies check themselves)."""
+    for name, count in (
+        ("max_concurrent_fetches", max_concurrent_fetches),
+        ("max_fetches_per_origin", max_fetches_per_origin),
+    ):
+        if count is not None and (not isinstance(count, int) or count < 1):
+            raise ConfigurationError(f"{name} must be an integer >= 1 or None")
+    if credentials_ttl is not None and not 0 <= credentials_ttl < float("inf"):
+        raise ConfigurationError("credentials_ttl must be a number of seconds >= 0, or None")
+    rate = max_fetch_rate_per_origin
+    if rate is not None and (
+        isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < math.inf
+    ):
+        raise ConfigurationError(
+            "max_fetch_rate_per_origin must be a number of requests per second > 0, or None"
+        )
+
+
 @final
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetryPolicy:

@@ -20,6 +20,7 @@ from ._config import (
     ClientCredentials,
     RefreshPolicy,
     RetryPolicy,
+    check_manager_options,
     normalize_resource,
     normalize_scopes,
 )
@@ -145,26 +146,13 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         instrumentation: Instrumentation | Sequence[Instrumentation] | None = None,
         max_fetch_rate_per_origin: float | None = None,
     ) -> None:
-        if max_concurrent_fetches is not None and (
-            not isinstance(max_concurrent_fetches, int) or max_concurrent_fetches < 1
-        ):
-            raise ConfigurationError("max_concurrent_fetches must be an integer >= 1 or None")
-        if credentials_ttl is not None and not 0 <= credentials_ttl < float("inf"):
-            raise ConfigurationError("credentials_ttl must be a number of seconds >= 0, or None")
-        if max_fetches_per_origin is not None and (
-            not isinstance(max_fetches_per_origin, int) or max_fetches_per_origin < 1
-        ):
-            raise ConfigurationError("max_fetches_per_origin must be an integer >= 1 or None")
-        rate = max_fetch_rate_per_origin
-        if rate is not None and (
-            isinstance(rate, bool)
-            or not isinstance(rate, (int, float))
-            or not 0 < rate < float("inf")
-        ):
-            raise ConfigurationError(
-                "max_fetch_rate_per_origin must be a number of requests per second > 0, or None"
-            )
-        self._max_rate = rate
+        check_manager_options(
+            max_concurrent_fetches=max_concurrent_fetches,
+            max_fetches_per_origin=max_fetches_per_origin,
+            max_fetch_rate_per_origin=max_fetch_rate_per_origin,
+            credentials_ttl=credentials_ttl,
+        )
+        self._max_rate = max_fetch_rate_per_origin
         if store is not None and not isinstance(store, TokenStore):
             raise ConfigurationError("store must implement fetch(), invalidate() and aclose()")
         self._store = store
