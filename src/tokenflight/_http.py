@@ -164,20 +164,37 @@ def _aiohttp_transport_class() -> type[Any]:
             return response
 
     class Stream(httpx2.AsyncByteStream):
-        """An aiohttp response body whose malformed framing raises `RemoteProtocolError`."""
+        """An aiohttp response body whose malformed framing raises `RemoteProtocolError`,
+        and that ends, unread, once closed.
+
+        aiohttp answers a read of a released response with one module-level exception
+        object (`ClientConnectionError("Connection closed")`); each raise adds its frames
+        to that object's traceback, which keeps them, and with them the response's
+        unread buffer (about 110 KiB of a large body), for the life of the process.
+        A body dropped half-way (`discard`) would pin one buffer per response.
+        """
 
         def __init__(self, inner: Any) -> None:
             self._inner = inner
+            self._closed = False
 
         async def __aiter__(self) -> AsyncIterator[bytes]:
+            chunks = aiter(self._inner)
             try:
-                async for chunk in self._inner:
+                while not self._closed:
+                    try:
+                        chunk = await anext(chunks)
+                    except StopAsyncIteration:
+                        return
+                    except Exception as exc:
+                        _raise_as_protocol_error(exc, aiohttp)
+                        raise
                     yield chunk
-            except Exception as exc:
-                _raise_as_protocol_error(exc, aiohttp)
-                raise
+            finally:
+                await chunks.aclose()  # httpx-aiohttp's body is an async generator
 
         async def aclose(self) -> None:
+            self._closed = True
             await self._inner.aclose()
 
     return Transport

@@ -281,6 +281,30 @@ async def test_api_401_compression_bomb_is_not_inflated_before_the_retry(idp):
     assert growth < 5 * 1024 * 1024
 
 
+async def test_api_401_compression_bombs_leave_nothing_of_their_bodies_behind(idp):
+    """30 bomb 401s dropped by TokenAuth retain under 1 MB once answered (none pins a body)."""
+    async with raw_server(bomb_401()) as (url, received), TokenManager() as tokens:
+        tokens.register("acme", idp_creds(idp))
+        async with tokens.client("acme", base_url=url) as http:
+
+            async def call() -> None:
+                response = await http.send(http.build_request("GET", "/thing"), stream=True)
+                await response.aclose()
+
+            await call()  # warm: the connection pool, the token
+            tracemalloc.start()
+            try:
+                before, _ = tracemalloc.get_traced_memory()
+                for _ in range(30):
+                    await call()
+                gc.collect()
+                after, _ = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+    assert len(received) >= 31
+    assert after - before < 1024 * 1024
+
+
 @pytest.mark.parametrize("module", [httpx, httpx2], ids=["httpx", "httpx2"])
 def test_sync_api_401_compression_bomb_is_not_inflated_before_the_retry(module):
     """SyncTokenAuth drops a bomb 401's body the same way: under 5 MB of memory."""
