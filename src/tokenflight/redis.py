@@ -47,11 +47,9 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, final
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Final, Literal, TypeVar, final
 
 import anyio
-import sniffio
 
 from ._errors import ConfigurationError
 from ._redis_codec import (
@@ -62,11 +60,11 @@ from ._redis_codec import (
     StoreDecryptionError,
     fingerprint,
 )
+from ._redis_conn import KeyRefused, RedisConnection, Unavailable, backend, import_redis
 from ._token import Token
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
-    from redis.commands.core import AsyncScript
 
 __all__ = ["RedisStoreStatistics", "RedisTokenStore", "StoreDecryptionError"]
 
@@ -77,64 +75,18 @@ T = TypeVar("T")
 #: A stored token is handed out only with more than this fraction of its lifetime left.
 MIN_REMAINING_FRACTION: Final = 0.1
 
-# Take the lock (1), or find it held (0). A lock without expiry was never written by
-# tokenflight (or is not even a string): it is replaced (2), else it would block forever.
-_TAKE_LOCK = """
-local replaced = 0
-if redis.call('PTTL', KEYS[1]) == -1 then
-    redis.call('DEL', KEYS[1])
-    replaced = 1
-end
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-    return 1 + replaced
-end
-return 0
-"""
-
-_COMPARE_AND_DELETE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-    return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-
-_COMPARE_AND_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-    return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-
 #: Locks taken by requests that timed out, remembered for deletion (oldest dropped first).
 MAX_ORPHANS: Final = 1024
 #: A waiter's own request gets at least half the caller's time left, and this at most.
 _OWN_FETCH_MARGIN: Final = 5.0
-
-# Errors Redis reports about one key: that key is treated as absent, the store stays up.
-_PER_KEY_CODES: Final = frozenset({"WRONGTYPE", "NOPERM"})
 
 
 class _Unset(Enum):
     UNSET = "unset"
 
 
-class _Unavailable(Exception):
-    """Redis did not answer in time (internal: the caller falls back)."""
-
-
-class _KeyRefused(Exception):
-    """Redis refused an operation on one key, such as WRONGTYPE (internal)."""
-
-
 class _Unreadable(Exception):
     """The stored entry is sealed with a key this process lacks (internal)."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Scripts:
-    take: AsyncScript
-    unlock: AsyncScript
-    renew: AsyncScript
 
 
 @final
@@ -231,7 +183,7 @@ class RedisTokenStore:
         poll_interval: float = 0.05,
         retry_interval: float = 1.0,
     ) -> None:
-        redis_module = _import_redis()
+        import_redis()  # first: a missing extra says so before any argument is checked
         if not isinstance(prefix, str):
             raise ConfigurationError("prefix must be a string")
         for name, value in (
@@ -250,53 +202,21 @@ class RedisTokenStore:
         self._lock_ms = max(1, round(lock_ttl * 1000))
         self._lock_ttl = float(lock_ttl)
         self._wait_timeout = float(wait_timeout)
-        self._guard = float(timeout + connect_timeout)
         self._poll = float(poll_interval)
-        self._retry_interval = float(retry_interval)
-        exceptions = redis_module.exceptions
-        self._refusals: tuple[type[BaseException], ...] = (
-            exceptions.ResponseError,
-            UnicodeDecodeError,  # a client made with decode_responses=True, reading garbage
+        self._redis = RedisConnection(
+            client, timeout=timeout, connect_timeout=connect_timeout, retry_interval=retry_interval
         )
-        self._errors: tuple[type[BaseException], ...] = (
-            exceptions.RedisError,
-            OSError,
-            TimeoutError,
-        )
-        self._url: str | None = None
-        self._redis: Redis | None = None
-        self._owned = isinstance(client, str)
-        if isinstance(client, str):
-            self._url = client
-            self._where = _describe_url(client)
-            self._client_options: dict[str, Any] = {
-                "socket_timeout": timeout,
-                "socket_connect_timeout": connect_timeout,
-                # One quick retry on a dropped connection (a pooled socket to a restarted
-                # server), none on timeouts: a slow Redis must not slow token delivery.
-                "retry": redis_module.asyncio.retry.Retry(
-                    redis_module.backoff.NoBackoff(),
-                    1,
-                    supported_errors=(exceptions.ConnectionError,),
-                ),
-            }
-        else:
-            self._redis = client
-            self._where = _describe_client(client)
-        self._scripts: _Scripts | None = None
         self._held: dict[str, _Held] = {}
         self._remembered = 0
         self._orphans: dict[tuple[str, str], None] = {}  # (lock, owner), oldest first
         self._warned: set[tuple[str, str]] = set()  # (problem, Redis key)
-        self._down = False
-        self._retry_at = 0.0
         self._hits = self._fetches = self._avoided = 0
-        self._fallbacks = self._takeovers = self._outages = self._unreadable = 0
+        self._fallbacks = self._takeovers = self._unreadable = 0
 
     def __repr__(self) -> str:
         return (
-            f"<RedisTokenStore {self._where} prefix={self._prefix!r} "
-            f"encrypted={self._codec.encrypted} available={not self._down}>"
+            f"<RedisTokenStore {self._redis.where} prefix={self._prefix!r} "
+            f"encrypted={self._codec.encrypted} available={not self._redis.down}>"
         )
 
     def stats(self) -> RedisStoreStatistics:
@@ -307,9 +227,9 @@ class RedisTokenStore:
             fetches_avoided=self._avoided,
             fallbacks=self._fallbacks,
             lock_takeovers=self._takeovers,
-            outages=self._outages,
+            outages=self._redis.outages,
             unreadable=self._unreadable,
-            redis_available=not self._down,
+            redis_available=not self._redis.down,
         )
 
     # -- the TokenStore protocol -----------------------------------------------------
@@ -339,8 +259,8 @@ class RedisTokenStore:
             ConfigurationError: Not running on asyncio.
             TokenError: From `fetch_new`.
         """
-        client = self._client()
-        if self._down and anyio.current_time() < self._retry_at:
+        client = self._redis.client()
+        if self._redis.resting():
             return await self._fallback(key, fetch_new)
         name = self._prefix + key
         held = self._held_for(key, current)
@@ -351,12 +271,12 @@ class RedisTokenStore:
                 assert entry is not None
                 return self._hit(key, entry, waited=False)
             return await self._fetch_locked(client, key, name, fetch_new, min_ttl, held, deadline)
-        except _Unavailable:
+        except Unavailable:
             return await self._fallback(key, fetch_new)
         except _Unreadable:
             self._note_unreadable(name)
             return await self._fallback(key, fetch_new)
-        except _KeyRefused as exc:
+        except KeyRefused as exc:
             self._warn_once(
                 "lock",
                 name,
@@ -368,12 +288,12 @@ class RedisTokenStore:
 
     async def invalidate(self, key: str, access_token: str) -> None:
         """Delete the stored token for `key` if it is still `access_token`. Never raises."""
-        if _backend() != "asyncio" or (self._down and anyio.current_time() < self._retry_at):
+        if backend() != "asyncio" or self._redis.resting():
             return
-        client = self._client()
+        client = self._redis.client()
         name = self._prefix + key
         try:
-            raw = await self._call(client.getrange(name, 0, MAX_ENTRY_BYTES))
+            raw = await self._redis.call(client.getrange(name, 0, MAX_ENTRY_BYTES))
             if not raw:
                 return
             try:
@@ -383,16 +303,13 @@ class RedisTokenStore:
             except CorruptEntry:
                 entry = None
             if entry is None or entry.token.access_token == access_token:
-                await self._call(self._script(client).unlock(keys=[name], args=[raw]))
-        except (_Unavailable, _KeyRefused):
+                await self._redis.call(self._redis.scripts(client).unlock(keys=[name], args=[raw]))
+        except (Unavailable, KeyRefused):
             pass
 
     async def aclose(self) -> None:
         """Close the Redis client if the store made it (from a URL)."""
-        client, self._scripts = self._redis, None
-        if self._owned and client is not None:
-            self._redis = None
-            await client.aclose()
+        await self._redis.aclose()
 
     # -- steps -----------------------------------------------------------------------
 
@@ -501,10 +418,10 @@ class RedisTokenStore:
         while True:
             await anyio.sleep(self._lock_ttl / 3)
             try:
-                renewed = await self._call(
-                    self._script(client).renew(keys=[lock], args=[owner, self._lock_ms])
+                renewed = await self._redis.call(
+                    self._redis.scripts(client).renew(keys=[lock], args=[owner, self._lock_ms])
                 )
-            except (_Unavailable, _KeyRefused):
+            except (Unavailable, KeyRefused):
                 continue  # the lock lives lock_ttl from its last renewal: try again
             if not renewed:
                 return  # it expired (Redis stalled): another process may be fetching too
@@ -513,10 +430,10 @@ class RedisTokenStore:
         """Try to take the lock once. A try that times out may still take it when Redis
         wakes up: that (lock, owner) is remembered and released at the next chance."""
         try:
-            taken = await self._call(
-                self._script(client).take(keys=[lock], args=[owner, self._lock_ms])
+            taken = await self._redis.call(
+                self._redis.scripts(client).take(keys=[lock], args=[owner, self._lock_ms])
             )
-        except _Unavailable:
+        except Unavailable:
             self._remember_orphan(lock, owner)
             raise
         if taken == 2:
@@ -525,17 +442,19 @@ class RedisTokenStore:
 
     async def _unlock(self, client: Redis, lock: str, owner: str) -> None:
         try:
-            await self._call(self._script(client).unlock(keys=[lock], args=[owner]))
-        except _Unavailable:
+            await self._redis.call(self._redis.scripts(client).unlock(keys=[lock], args=[owner]))
+        except Unavailable:
             self._remember_orphan(lock, owner)  # it expires by itself, or goes next time
-        except _KeyRefused:
+        except KeyRefused:
             pass
 
     async def _release_orphans(self, client: Redis) -> None:
         """Delete the locks this process may hold from requests that timed out."""
         for lock, owner in list(self._orphans):
-            with contextlib.suppress(_KeyRefused):
-                await self._call(self._script(client).unlock(keys=[lock], args=[owner]))
+            with contextlib.suppress(KeyRefused):
+                await self._redis.call(
+                    self._redis.scripts(client).unlock(keys=[lock], args=[owner])
+                )
             self._orphans.pop((lock, owner), None)
 
     async def _fallback(self, key: str, fetch_new: Callable[[], Awaitable[Token]]) -> Token:
@@ -549,9 +468,9 @@ class RedisTokenStore:
         """The stored entry; None if absent or corrupt (logged). Raises _Unreadable."""
         try:
             # At most MAX_ENTRY_BYTES + 1 bytes: a larger value is refused unread.
-            raw = await self._call(client.getrange(name, 0, MAX_ENTRY_BYTES))
+            raw = await self._redis.call(client.getrange(name, 0, MAX_ENTRY_BYTES))
             entry = self._codec.decode(raw)
-        except (_KeyRefused, CorruptEntry) as exc:
+        except (KeyRefused, CorruptEntry) as exc:
             self._warn_once(
                 "corrupt",
                 name,
@@ -573,8 +492,8 @@ class RedisTokenStore:
         if entry.remaining(now["wall_now"]) <= 0:
             return
         # On trouble the token is still delivered; the next process fetches its own.
-        with contextlib.suppress(_Unavailable, _KeyRefused):
-            await self._call(
+        with contextlib.suppress(Unavailable, KeyRefused):
+            await self._redis.call(
                 client.set(name, self._codec.encode(entry), pxat=int(entry.expires_wall * 1000))
             )
 
@@ -649,115 +568,6 @@ class RedisTokenStore:
             for name in [k for k, h in self._held.items() if h.expires_wall <= wall_now]:
                 del self._held[name]
 
-    # -- Redis plumbing --------------------------------------------------------------
-
-    def _client(self) -> Redis:
-        if _backend() != "asyncio":
-            raise ConfigurationError(
-                "RedisTokenStore needs the asyncio event loop (asyncio or uvloop); "
-                "redis-py has no trio support"
-            )
-        if self._redis is None:
-            assert self._url is not None
-            self._redis = _import_redis().asyncio.Redis.from_url(self._url, **self._client_options)
-        return self._redis
-
-    def _script(self, client: Redis) -> _Scripts:
-        if self._scripts is None:
-            self._scripts = _Scripts(
-                take=client.register_script(_TAKE_LOCK),
-                unlock=client.register_script(_COMPARE_AND_DELETE),
-                renew=client.register_script(_COMPARE_AND_RENEW),
-            )
-        return self._scripts
-
-    async def _call(self, operation: Awaitable[T]) -> T:
-        """Await one Redis operation. A refusal about one key raises _KeyRefused; any other
-        trouble notes an outage and raises _Unavailable."""
-        try:
-            with anyio.fail_after(self._guard):
-                result = await operation
-        except self._refusals as exc:
-            code = _per_key_code(exc)
-            if code is None:
-                self._mark_down(exc)
-                raise _Unavailable from exc
-            self._mark_up()
-            raise _KeyRefused(code) from exc
-        except self._errors as exc:
-            self._mark_down(exc)
-            raise _Unavailable from exc
-        self._mark_up()
-        return result
-
-    def _mark_up(self) -> None:
-        if self._down:
-            self._down = False
-            logger.info("Redis at %s is available again: sharing tokens again", self._where)
-
-    def _mark_down(self, exc: BaseException) -> None:
-        self._retry_at = anyio.current_time() + self._retry_interval
-        if self._down:
-            return
-        self._down = True
-        self._outages += 1
-        logger.warning(
-            "Redis at %s is unavailable (%s); fetching tokens directly, without fleet-wide "
-            "sharing, until it answers again",
-            self._where,
-            type(exc).__name__,
-        )
-
 
 def _now() -> dict[str, float]:
     return {"loop_now": anyio.current_time(), "wall_now": time.time()}
-
-
-def _per_key_code(exc: BaseException) -> str | None:
-    """The error code of a refusal about one key (WRONGTYPE, NOPERM, undecodable bytes);
-    None for one about the whole server (OOM, READONLY, BUSY ...)."""
-    if isinstance(exc, UnicodeDecodeError):
-        return "undecodable value"
-    if isinstance(exc, _import_redis().exceptions.NoPermissionError):
-        return "NOPERM"  # ACLs deny this key
-    code = str(exc).split(" ", 1)[0]
-    return code if code in _PER_KEY_CODES else None
-
-
-def _backend() -> str | None:
-    try:
-        return sniffio.current_async_library()
-    except sniffio.AsyncLibraryNotFoundError:
-        return None
-
-
-def _import_redis() -> Any:
-    try:
-        import redis
-        import redis.asyncio
-        import redis.asyncio.retry
-        import redis.backoff
-    except ImportError as exc:
-        raise ImportError(
-            "RedisTokenStore needs the redis package: pip install 'tokenflight[redis]'"
-        ) from exc
-    return redis
-
-
-def _describe_url(url: str) -> str:
-    """host:port of a Redis URL, without the user name or password it may hold."""
-    parts = urlsplit(url)
-    if parts.scheme == "unix":
-        return parts.path
-    try:
-        port = parts.port or 6379
-    except ValueError:
-        port = 6379
-    return f"{parts.hostname or 'localhost'}:{port}"
-
-
-def _describe_client(client: Redis) -> str:
-    kwargs = client.connection_pool.connection_kwargs
-    if "path" in kwargs:
-        return str(kwargs["path"])
-    return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
