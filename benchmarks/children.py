@@ -1,8 +1,9 @@
-"""B4 (many tenants, per contender) and B5 (scale, tokenflight) in fresh child processes.
+"""B4 (many tenants, per contender), B5 (scale) and B9 (a simulated day) in fresh child
+processes.
 
-The parent calls `b4()` / `b5()`; each spawns `python benchmarks/children.py SPEC_JSON`,
-which runs one measurement, prints one JSON line and exits, so that peak RSS belongs to
-that contender alone.
+The runner calls `spawn(spec)`, which starts `python benchmarks/children.py SPEC_JSON`: one
+measurement, one JSON line, then exit, so that peak RSS belongs to that measurement alone
+and Ctrl-C ends it at once.
 """
 
 from __future__ import annotations
@@ -191,6 +192,11 @@ def main() -> None:
     from idp_process import raise_fd_limit
 
     raise_fd_limit()
+    if spec["kind"] == "b9":
+        import scenario_economy
+
+        print(json.dumps(scenario_economy.simulate(spec["tenants"], spec["day"])), flush=True)
+        return
     child = _b4_child if spec["kind"] == "b4" else _b5_child
     if spec["kind"] == "b4":
         result = asyncio.new_event_loop().run_until_complete(child(spec))

@@ -103,11 +103,17 @@ def simulate(tenants: int, day: float, seed: int = 1) -> dict[str, Any]:
 
 
 async def run(cfg: dict[str, Any], rows: list[dict[str, Any]]) -> None:
-    """Run the day in a worker thread (its own trio loop) and record one row."""
-    import display  # the runner's (benchmarks/ on sys.path); simulate() alone needs none
+    """Run the day in a child process (its own trio loop) and record one row.
 
-    result = await anyio.to_thread.run_sync(simulate, cfg["b9_tenants"], cfg["b9_day"])
-    display.step(f"  B9 {result['tenants']} tenants: {result['wall_s']:.1f} s")
+    A process, not a thread: Ctrl-C terminates it at once, where the runner would wait
+    for a thread to finish the simulated day.
+    """
+    import children  # the runner's (benchmarks/ on sys.path); simulate() alone needs none
+    import display
+
+    spec = {"kind": "b9", "tenants": cfg["b9_tenants"], "day": cfg["b9_day"]}
+    result = await anyio.to_thread.run_sync(children.spawn, spec, 600)
+    display.step(f"  B9 {cfg['b9_tenants']} tenants: {result.get('wall_s', 0.0):.1f} s")
     rows.append({"scenario": "B9", "round": 1, "contender": "tokenflight", **result})
 
 
