@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from helpers import creds
-from tokenflight import RetryPolicy, Token, TokenManager
+from tokenflight import RetryPolicy, Token, TokenManager, TokenStore
 
 pytestmark = pytest.mark.anyio
 
@@ -57,7 +57,8 @@ class NewStore(OldStore):
 async def test_a_store_is_given_the_fetch_budget_as_deadline(idp):
     """`deadline` is the loop time at which the fetch's total_timeout runs out."""
     store = NewStore()
-    async with TokenManager(store=store, retry=RetryPolicy(total_timeout=7.0)) as tokens:
+    typed: TokenStore = store  # a fetch that also takes deadline= matches the protocol
+    async with TokenManager(store=typed, retry=RetryPolicy(total_timeout=7.0)) as tokens:
         tokens.register("acme", creds(idp))
         await tokens.get_token("acme")
     [(asked_at, deadline)] = store.calls
@@ -68,8 +69,8 @@ async def test_a_store_is_given_the_fetch_budget_as_deadline(idp):
 async def test_a_store_without_deadline_still_works(idp):
     """A store whose `fetch` predates `deadline` is called without it."""
     store = OldStore()
-    # The type wants today's protocol; a store from before `deadline` works at run time.
-    async with TokenManager(store=store) as tokens:  # type: ignore[arg-type]
+    typed: TokenStore = store  # it matches the protocol's type too (mypy checks the tests)
+    async with TokenManager(store=typed) as tokens:
         tokens.register("acme", creds(idp))
         assert (await tokens.get_token("acme")).access_token
     assert store.asked == 1

@@ -11,7 +11,7 @@ import functools
 import hashlib
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
 from ._slot import Slot
 from ._token import Token
@@ -29,11 +29,12 @@ class TokenStore(Protocol):
     holding the store's lock for that key, then saved. A store that cannot reach its
     backend must fall back to calling `fetch_new()` itself.
 
-    `deadline` is the loop time (`anyio.current_time()`) by which the manager needs the
-    token: its fetch budget, `RetryPolicy.total_timeout`. A store that waits for another
-    process's fetch stops waiting early enough to call `fetch_new()` itself before it.
-    (The manager passes `deadline` only to a `fetch` that takes it: stores written
-    before it existed keep working.)
+    A `fetch` may also take `deadline=`: the loop time (`anyio.current_time()`) by which
+    the manager needs the token, its fetch budget (`RetryPolicy.total_timeout`). A store
+    that waits for another process's fetch should stop waiting early enough to call
+    `fetch_new()` itself before it. The manager passes it only to a `fetch` that takes
+    it, so it is not part of this protocol's type: stores written before it existed
+    match as they are.
     """
 
     async def fetch(
@@ -43,7 +44,6 @@ class TokenStore(Protocol):
         *,
         min_ttl: float,
         current: Token | None,
-        deadline: float | None = None,
     ) -> Token: ...
 
     async def invalidate(self, key: str, access_token: str) -> None:
@@ -51,6 +51,18 @@ class TokenStore(Protocol):
 
     async def aclose(self) -> None:
         """Release the store's connections."""
+
+
+class _StoreWithDeadline(Protocol):
+    async def fetch(
+        self,
+        key: str,
+        fetch_new: Callable[[], Awaitable[Token]],
+        *,
+        min_ttl: float,
+        current: Token | None,
+        deadline: float | None = None,
+    ) -> Token: ...
 
 
 async def fetch_from(
@@ -63,7 +75,10 @@ async def fetch_from(
 ) -> Token:
     """`store.fetch(...)` of a token for any `min_ttl`, with `deadline` if it takes one."""
     if _takes_deadline(type(store)):
-        return await store.fetch(key, fetch_new, min_ttl=0.0, current=current, deadline=deadline)
+        with_deadline = cast(_StoreWithDeadline, store)
+        return await with_deadline.fetch(
+            key, fetch_new, min_ttl=0.0, current=current, deadline=deadline
+        )
     return await store.fetch(key, fetch_new, min_ttl=0.0, current=current)
 
 
