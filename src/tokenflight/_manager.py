@@ -22,23 +22,17 @@ from ._config import (
     RetryPolicy,
     check_manager_options,
     normalize_resource,
-    normalize_scopes,
 )
 from ._discovery import Discovery
 from ._dpop import DPoPProver, NonceBook
-from ._endpoint import TokenEndpoint, attempt_log
+from ._endpoint import TokenEndpoint
 from ._errors import (
     ConfigurationError,
     ManagerClosedError,
-    TokenEndpointUnavailable,
-    TokenError,
 )
 from ._hooks import (
-    FetchStarted,
     HookChain,
     Instrumentation,
-    endpoint_host,
-    next_fetch_id,
 )
 from ._http import (
     DEFAULT_ADMISSION,
@@ -56,11 +50,12 @@ from ._origins import FetchLimiter, RateLimits, RequestPace
 from ._pipeline import FetchPipeline
 from ._resolver import Resolver, TenantResolver
 from ._settle import Outcomes
-from ._slot import LookupKey, Slot, SlotKey, TokenFlight
+from ._slot import LookupKey, SlotKey
 from ._stats import KeyStatistics, ManagerStatistics
 from ._store import TokenStore, store_key
 from ._table import SlotTable
 from ._token import Token
+from ._token_flights import TokenFlights
 from ._upkeep import Upkeep
 
 __all__ = ["Resolver", "TokenManager"]
@@ -177,7 +172,6 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         self._resolved = self._table.resolved_at
         self._slots = self._table.by_key  # the hot path's look-ups, one attribute deep
         self._default_get = self._table.defaults.get
-        self._in_flight = 0
         self._tg: TaskGroup | None = None
         self._thread: int | None = None  # the thread whose event loop runs the manager
         self._clock: Callable[[], float] = anyio.current_time
@@ -187,9 +181,8 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         self._tls_clients = ClientPool(self._make_tls_client)
         self._endpoint: TokenEndpoint | None = None
         self._discovery: Discovery | None = None
-        self._pipeline: FetchPipeline | None = None
+        self._flights: TokenFlights | None = None  # made by each `async with`
         self._hooks = HookChain(instrumentation)
-        self._outcomes = self._new_outcomes()
         self._fetch_limiter = FetchLimiter(self._max_fetches, self._max_per_origin)
         self._rate_limits = RateLimits(
             self._clock, max_cooldown=self._retry.max_cooldown, default=self._retry.cooldown
@@ -199,7 +192,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             self._refresh,
             self._hooks,
             self._clock,
-            start_refresh=lambda slot: self._start_flight(slot, background=True),
+            start_refresh=lambda slot: self._flights_now().start(slot, background=True),
             running=lambda: self._tg is not None,
         )
 
@@ -245,8 +238,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             tg = await stack.enter_async_context(anyio.create_task_group())
             tg.start_soon(self._upkeep.scheduler.run)
             self._discovery = Discovery(client, tg, self._retry, self._clock)
-            self._outcomes = self._new_outcomes()  # on this loop's clock
-            self._pipeline = FetchPipeline(
+            pipeline = FetchPipeline(
                 table=self._table,
                 resolver=self._resolver,
                 task_group=self._task_group,
@@ -259,6 +251,24 @@ class TokenManager(anyio.AsyncContextManagerMixin):
                 retry=self._retry,
                 clock=self._clock,
                 credentials_ttl=self._credentials_ttl,
+            )
+            self._flights = TokenFlights(
+                table=self._table,
+                resolver=self._resolver,
+                refresh=self._refresh,
+                retry=self._retry,
+                upkeep=self._upkeep,
+                hooks=self._hooks,
+                outcomes=Outcomes(
+                    refresh=self._refresh,
+                    retry=self._retry,
+                    request_times=self._request_times,
+                    hooks=self._hooks,
+                    clock=self._clock,
+                ),
+                pipeline=pipeline,
+                task_group=tg,
+                clock=self._clock,
             )
             self._thread = threading.get_ident()
             self._tg = tg
@@ -274,15 +284,6 @@ class TokenManager(anyio.AsyncContextManagerMixin):
                 self._upkeep.retire_all()
         if error is not None:
             raise error
-
-    def _new_outcomes(self) -> Outcomes:
-        return Outcomes(
-            refresh=self._refresh,
-            retry=self._retry,
-            request_times=self._request_times,
-            hooks=self._hooks,
-            clock=self._clock,
-        )
 
     def _make_tls_client(self, context: ssl.SSLContext) -> httpx.AsyncClient:
         """A pooled client presenting one mutual-TLS certificate (RFC 8705)."""
@@ -346,7 +347,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             if slot is not None and self._clock() < slot.usable_until:
                 slot.hits += 1
                 return slot.token  # type: ignore[return-value]
-            return await self._get_slow((tenant, None, None, None), 0.0)
+            return await self._flights_now().get((tenant, None, None, None), 0.0)
         if not options.keys() <= _OPTION_NAMES:
             unknown = sorted(options.keys() - _OPTION_NAMES)[0]
             raise TypeError(f"get_token() got an unexpected keyword argument {unknown!r}")
@@ -365,7 +366,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         if slot is not None and self._clock() + min_ttl < slot.usable_until:
             slot.hits += 1
             return slot.token  # type: ignore[return-value]
-        return await self._get_slow(key, min_ttl)
+        return await self._flights_now().get(key, min_ttl)
 
     def _lookup_key(
         self, tenant: str, audience: str | None, resource: Any, scopes: Any
@@ -387,7 +388,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         if slot is not None and self._clock() + min_ttl < slot.usable_until:
             slot.hits += 1
             return slot.token  # type: ignore[return-value]
-        return await self._get_slow(key, min_ttl)
+        return await self._flights_now().get(key, min_ttl)
 
     def invalidate(
         self,
@@ -555,67 +556,9 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             slots=len(keys),
             tenants=len(self._tenants),
             evictions=self._upkeep.evictions,
-            in_flight=self._in_flight,
+            in_flight=0 if self._flights is None else self._flights.in_flight,
             admission_waiting=self._admission.statistics().waiting,
         )
-
-    # -- slow path -------------------------------------------------------------------
-
-    async def _get_slow(self, key: LookupKey, min_ttl: float) -> Token:
-        self._task_group()  # raises unless running, on this event loop
-        slot = self._slots.get(key)
-        if slot is None:
-            slot = await self._create_slot(key)
-        spent = 0  # flights whose token had expired by the time this caller woke up
-        while True:
-            now = self._clock()
-            if slot.is_usable(now, slot.capped_ttl(min_ttl)):
-                slot.hits += 1
-                return slot.token  # type: ignore[return-value]
-            slot.misses += 1
-            flight = slot.flight
-            if flight is None:
-                if slot.failure is not None and slot.is_cooling_down(now):
-                    raise slot.failure._clone()
-                flight = self._start_flight(slot, background=False)
-            else:
-                slot.joins += 1
-            await flight.done.wait()
-            token = flight.outcome()
-            if self._clock() < token.expires_at:
-                return token  # the new token, even if shorter-lived than min_ttl
-            spent += 1
-            if spent > 1:  # asking again and again would hammer the provider
-                raise TokenEndpointUnavailable(
-                    f"tokens from {slot.creds.token_url} expired before they could be used "
-                    f"(lifetime {token.expires_in:.3g}s): the provider's "
-                    "expires_in is too short, or this event loop is overloaded",
-                    endpoint=slot.creds.token_url or "",
-                )
-
-    async def _create_slot(self, lookup: LookupKey) -> Slot:
-        key = SlotKey(*lookup)  # made here, not by every waiting caller: a plain tuple of
-        # strings is one object fewer for the garbage collector to track
-        if key.scopes is not None:
-            normalize_scopes(key.scopes)  # raises ConfigurationError on a bad scope
-        creds = self._tenants.get(key.tenant)
-        if creds is None:
-            resolved = await self._resolver.resolve(key.tenant, self._task_group())
-            # A register() during the resolution wins over the resolver's answer.
-            creds = self._tenants.get(key.tenant) or resolved
-            if creds is resolved:
-                self._table.set_tenant(key.tenant, resolved, resolved_at=self._clock())
-        existing = self._slots.get(key)  # another caller may have made it meanwhile
-        if existing is not None:
-            return existing
-        slot, new = self._table.add(key, creds)
-        if new:
-            now = self._clock()
-            slot.idle_check_at = now + self._refresh.idle_timeout
-            slot.active_at = now
-            if len(self._table) > self._refresh.max_slots:
-                self._upkeep.shed(keep=slot)
-        return slot
 
     # -- flights ---------------------------------------------------------------------
 
@@ -632,61 +575,8 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             )
         return self._tg
 
-    def _start_flight(self, slot: Slot, *, background: bool) -> TokenFlight:
-        tg = self._task_group()
-        flight = TokenFlight(
-            background=background, started_at=self._clock(), fetch_id=next_fetch_id()
-        )
-        if self._hooks:  # in the caller's task: an OpenTelemetry span nests under its own
-            creds = slot.creds
-            self._hooks.fetch_started(
-                FetchStarted(
-                    key=slot.key,
-                    client_id=creds.client_id,
-                    endpoint_host=endpoint_host(creds.token_url or creds.issuer),
-                    background=background,
-                    fetch_id=flight.fetch_id,
-                )
-            )
-        slot.flight = flight
-        self._upkeep.flight_started(slot, background=background)
-        self._in_flight += 1
-        tg.start_soon(self._fly, slot, flight)
-        return flight
-
-    async def _fly(self, slot: Slot, flight: TokenFlight) -> None:
-        deadline = self._clock() + self._retry.total_timeout
-        # A task started from another flight's task inherits its context: start clean,
-        # so a fetch served from the store reports no attempts of an earlier request.
-        attempt_log.set(None)
-
-        pipeline = self._pipeline
-        if pipeline is None:  # only made by `async with`
-            raise ManagerClosedError("the TokenManager is not running")
-
-        async def obtain() -> Token:
-            return await pipeline.obtain(slot, flight, deadline)
-
-        def failure(message: str) -> TokenError:
-            return TokenEndpointUnavailable(message, endpoint=slot.creds.token_url or "")
-
-        try:
-            await flight.run(
-                obtain,
-                # The wait for a place, a shared store and the token request keep to
-                # `deadline` themselves, with more precise messages; this bounds the rest
-                # (discovery, the resolver).
-                budget=self._retry.total_timeout + 1.0,
-                what=f"fetching a token for tenant {slot.key.tenant!r}",
-                failure=failure,
-            )
-        finally:
-            self._in_flight -= 1
-            slot.flight = None
-            settled = not isinstance(flight.error, ManagerClosedError)
-            if settled:
-                self._outcomes.settle(slot, flight)
-            elif self._hooks:  # cut off by shutdown: nothing to settle, but hooks see the end
-                self._outcomes.report_finish(slot, flight, self._clock())
-            self._upkeep.flight_landed(slot, background=flight.background, settled=settled)
-            flight.done.set()
+    def _flights_now(self) -> TokenFlights:
+        """This run's flights, or a typed error saying why the manager has none."""
+        self._task_group()  # raises unless running, on this event loop
+        assert self._flights is not None  # made with the task group
+        return self._flights
