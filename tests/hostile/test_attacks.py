@@ -37,3 +37,17 @@ async def test_attack_is_contained(attack):
     assert figures.longest_block < 0.1  # CPU time of the loop's thread, not wall time
     assert figures.healthy_fetches >= 3
     assert figures.healthy_failures == 0
+
+
+async def test_api_401_storm_is_contained():
+    """An API answering every call with a gzip-bomb 401: each body is dropped after 64 KiB,
+    401s in a row cool down, and the whole storm stays within the attacks' bounds."""
+    [storm] = [a for a in hostile.store_and_api_attacks(scale=400) if a.api_calls]
+    figures = await hostile.figures(storm, budget=0.5)
+    assert figures.error.startswith("HTTP 401, ")
+    token_requests = int(figures.error.split(", ")[1].split()[0])
+    assert token_requests < storm.api_calls // 5  # not one per call: rejections cool down
+    assert figures.peak_growth < 5 * 2**20  # 7 MB on aiohttp before dropped bodies stayed unread
+    assert figures.longest_block < 0.1
+    assert figures.healthy_fetches >= 3
+    assert figures.healthy_failures == 0
