@@ -356,7 +356,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
         scopes: Any = options.get("scopes")
         min_ttl = options.get("min_ttl", 0.0)
         if audience is None and resource is None and scopes is None:
-            key: Any = (tenant, None, None, None)
+            key: LookupKey = (tenant, None, None, None)
             slot = self._default_get(tenant)
         else:
             key = self._lookup_key(tenant, audience, resource, scopes)
@@ -380,7 +380,7 @@ class TokenManager(anyio.AsyncContextManagerMixin):
             resource = normalize_resource(resource)
         return (tenant, audience, resource, scopes)
 
-    async def _get_by_key(self, key: Any, min_ttl: float) -> Token:
+    async def _get_by_key(self, key: LookupKey, min_ttl: float) -> Token:
         """A token for a key already in look-up form (`_lookup_key`): what `TokenAuth`
         reads on every request, with no keyword dict to build or check and no key to
         normalize. `min_ttl` is the manager's own measured margin, never negative."""

@@ -11,7 +11,7 @@ import functools
 import hashlib
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import Protocol, cast, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from ._slot import Slot
 from ._token import Token
@@ -53,18 +53,6 @@ class TokenStore(Protocol):
         """Release the store's connections."""
 
 
-class _StoreWithDeadline(Protocol):
-    async def fetch(
-        self,
-        key: str,
-        fetch_new: Callable[[], Awaitable[Token]],
-        *,
-        min_ttl: float,
-        current: Token | None,
-        deadline: float | None = None,
-    ) -> Token: ...
-
-
 async def fetch_from(
     store: TokenStore,
     key: str,
@@ -75,10 +63,8 @@ async def fetch_from(
 ) -> Token:
     """`store.fetch(...)` of a token for any `min_ttl`, with `deadline` if it takes one."""
     if _takes_deadline(type(store)):
-        with_deadline = cast(_StoreWithDeadline, store)
-        return await with_deadline.fetch(
-            key, fetch_new, min_ttl=0.0, current=current, deadline=deadline
-        )
+        fetch: Callable[..., Awaitable[Token]] = store.fetch  # deadline= is off the protocol
+        return await fetch(key, fetch_new, min_ttl=0.0, current=current, deadline=deadline)
     return await store.fetch(key, fetch_new, min_ttl=0.0, current=current)
 
 
