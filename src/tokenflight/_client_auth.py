@@ -368,6 +368,15 @@ SECRET_METHODS = frozenset(
 )
 
 
+# The values made of a method's RFC name and one piece of material, by that name.
+_TLS_VALUES: dict[str, type[_TLSMethod]] = {
+    cls.method: cls for cls in (MutualTLS, SelfSignedMutualTLS)
+}
+_SECRET_VALUES: dict[str, type[_SecretAuth]] = {
+    cls.method: cls for cls in (ClientSecretBasic, ClientSecretPost, ClientSecret)
+}
+
+
 def implied_method(*, key: bool, secret: bool, cert: bool, token_url: bool) -> str | None:
     """The method loose material stands for when none is named (None: no material).
 
@@ -419,10 +428,10 @@ def auth_for(
             key, key_id=key_id, alg=alg, audience=audience, lifetime=lifetime,
             certificate=certificate,
         )  # fmt: skip
-    if method in ("tls_client_auth", "self_signed_tls_client_auth"):
+    tls = _TLS_VALUES.get(method)
+    if tls is not None:
         if cert is None:
             raise ConfigurationError(f"{who}: {method} needs {names['cert']} (a PEM file path)")
-        tls = MutualTLS if method == "tls_client_auth" else SelfSignedMutualTLS
         return tls(cert, key=cert_key, ca=ca)
     if secret is None:
         raise ConfigurationError(f"{names['secret']} for {who} is missing or empty")
@@ -434,12 +443,7 @@ def auth_for(
         return ClientSecretJWT(
             secret, alg=alg or "HS256", key_id=key_id, audience=audience, lifetime=lifetime
         )
-    simple: dict[str, type[_SecretAuth]] = {
-        "client_secret_basic": ClientSecretBasic,
-        "client_secret_post": ClientSecretPost,
-        "auto": ClientSecret,
-    }
-    return simple[method](secret)
+    return _SECRET_VALUES[method](secret)
 
 
 def choose(auth: ClientAuth, supported: Collection[str] | None) -> ClientAuth:

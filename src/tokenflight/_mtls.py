@@ -20,9 +20,7 @@ from ._errors import ConfigurationError
 if TYPE_CHECKING:
     from ._client_auth import ClientAuth, TLSIdentity
 
-__all__ = ["TLS_METHODS", "ClientPool", "tls_context"]
-
-TLS_METHODS = frozenset({"tls_client_auth", "self_signed_tls_client_auth"})
+__all__ = ["ClientPool", "tls_context"]
 
 
 def tls_context(identity: TLSIdentity) -> ssl.SSLContext:
