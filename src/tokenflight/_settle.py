@@ -12,8 +12,9 @@ from ._endpoint import attempt_log
 from ._errors import TokenEndpointUnavailable, TokenError
 from ._hooks import CooldownEntered, FetchFinished, HookChain, endpoint_host, outcome_of
 from ._slot import Slot, TokenFlight
+from ._token import Token
 
-__all__ = ["Outcomes", "attempts_sent", "log_fields"]
+__all__ = ["Outcomes", "attempts_sent", "log_fields", "too_short_lived"]
 
 logger = logging.getLogger("tokenflight")
 
@@ -46,12 +47,7 @@ class Outcomes:
             # Expired on arrival (a lifetime shorter than this loop's latency): a failure,
             # with its cooldown, or every call would ask again at once.
             flight.result = None
-            flight.error = TokenEndpointUnavailable(
-                f"tokens from {slot.creds.token_url} expire before they can be used "
-                f"(lifetime {token.expires_in:.3g}s): the provider's expires_in is too "
-                "short, or this event loop is overloaded",
-                endpoint=slot.creds.token_url or "",
-            )
+            flight.error = too_short_lived(slot, token)
         if flight.result is not None:
             self._settle_token(slot, flight)
         elif flight.error is not None:
@@ -120,6 +116,16 @@ class Outcomes:
                     failures=slot.failures,
                 )
             )
+
+
+def too_short_lived(slot: Slot, token: Token) -> TokenEndpointUnavailable:
+    """The error for tokens that expire before they reach their callers."""
+    return TokenEndpointUnavailable(
+        f"tokens from {slot.creds.token_url} expire before they can be used "
+        f"(lifetime {token.expires_in:.3g}s): the provider's expires_in is too short, "
+        "or this event loop is overloaded",
+        endpoint=slot.creds.token_url or "",
+    )
 
 
 def log_fields(

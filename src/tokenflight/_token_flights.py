@@ -19,7 +19,7 @@ from ._errors import ManagerClosedError, TokenEndpointUnavailable, TokenError
 from ._hooks import FetchStarted, HookChain, endpoint_host, next_fetch_id
 from ._pipeline import FetchPipeline
 from ._resolver import TenantResolver
-from ._settle import Outcomes
+from ._settle import Outcomes, too_short_lived
 from ._slot import LookupKey, Slot, SlotKey, TokenFlight
 from ._table import SlotTable
 from ._token import Token
@@ -83,12 +83,7 @@ class TokenFlights:
                 return token  # the new token, even if shorter-lived than min_ttl
             spent += 1
             if spent > 1:  # asking again and again would hammer the provider
-                raise TokenEndpointUnavailable(
-                    f"tokens from {slot.creds.token_url} expired before they could be used "
-                    f"(lifetime {token.expires_in:.3g}s): the provider's "
-                    "expires_in is too short, or this event loop is overloaded",
-                    endpoint=slot.creds.token_url or "",
-                )
+                raise too_short_lived(slot, token)
 
     async def _slot(self, lookup: LookupKey) -> Slot:
         """The slot of a key seen for the first time, the tenant resolved if need be."""
