@@ -307,7 +307,7 @@ def public_pem() -> str:
         (lambda: signer(alg="ES256"), "does not fit"),
         (lambda: signer(alg="HS256"), "does not fit"),
         (lambda: ClientSecretJWT("short"), "at least 32 bytes"),
-        (lambda: ClientSecretJWT(LONG_SECRET, alg="RS256"), "HS256"),
+        (lambda: ClientSecretJWT(LONG_SECRET, alg="RS256"), "signs with HS256"),
         (lambda: signer(audience="issuer"), "needs the credentials' issuer"),
         (lambda: ClientSecretJWT(LONG_SECRET, audience="issuer"), "needs the credentials' issuer"),
         (lambda: signer(audience="elsewhere"), "'issuer' or an absolute URL"),

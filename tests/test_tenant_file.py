@@ -86,7 +86,7 @@ def test_private_key_from_a_file_or_a_jwk_in_the_environment(tmp_path, monkeypat
     body = f'token_url = "{URL}"\nprivate_key_env = "ACME_JWK"\n'
     auth = load_tenant(config(tmp_path, body), "acme").client_auth
     assert isinstance(auth, PrivateKeyJWT)
-    assert isinstance(auth.key, dict)
+    assert auth.key == key.as_dict(private=True)
 
 
 def test_mutual_tls_files_are_relative_to_the_config(tmp_path):
@@ -148,7 +148,7 @@ def test_mistakes_are_one_clear_error(body, message, tmp_path):
     assert message in str(caught.value)
 
 
-def test_cli_gets_a_token_with_a_private_key_file(idp, tmp_path):
+def test_cli_gets_a_token_with_a_private_key_file(idp, tmp_path, capsys):
     """`tokenflight token` with a private_key_jwt tenant gets a token from the IdP, and a
     misspelt setting is one line on stderr with exit status 2."""
     key = RSAKey.generate_key(2048)
@@ -165,4 +165,7 @@ def test_cli_gets_a_token_with_a_private_key_file(idp, tmp_path):
     assert out.getvalue().strip()
     assert idp.requests[-1].auth_method == "private_key_jwt"
     path.write_text(path.read_text() + 'key_idd = "x"\n', encoding="utf-8")
+    capsys.readouterr()
     assert main(["token", "s", "--config", str(path)], out=StringIO()) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.endswith("unknown setting 'key_idd'; did you mean 'key_id'?")
