@@ -21,7 +21,12 @@ from anyio.streams.tls import TLSAttribute
 from ._model import IdPClient
 from ._token import Attempt, Refusal
 
-__all__ = ["authenticate_by_certificate", "peer_thumbprint", "remember_peer_certificate"]
+__all__ = [
+    "authenticate_by_certificate",
+    "certificate_thumbprint",
+    "peer_thumbprint",
+    "remember_peer_certificate",
+]
 
 #: The DER client certificate of the connection being served (one task per connection).
 _peer: ContextVar[bytes | None] = ContextVar("tokenflight_idp_peer_certificate", default=None)
@@ -35,8 +40,12 @@ def remember_peer_certificate(stream: anyio.abc.ByteStream) -> None:
 def peer_thumbprint() -> str | None:
     """The ``x5t#S256`` of the connection's client certificate, if it presented one."""
     der = _peer.get()
-    if der is None:
-        return None
+    return None if der is None else certificate_thumbprint(der)
+
+
+def certificate_thumbprint(certificate: str | bytes) -> str:
+    """The ``x5t#S256`` of a certificate, PEM or DER (RFC 7515 section 4.1.8)."""
+    der = _der(certificate)
     return base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode()
 
 

@@ -8,15 +8,13 @@ not seen before are required; anything else answers 401 `invalid_client`.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
-import ssl
 import time
 from collections.abc import Collection, Mapping
 from typing import Any
 
 from ._model import IdPClient
+from ._mtls import certificate_thumbprint
 from ._token import Attempt, Refusal
 
 __all__ = ["ASSERTION_TYPE", "JtiCache", "public_keys", "verify_client_assertion"]
@@ -143,12 +141,6 @@ def _verify(
     if certificate is not None and header.get("x5t#S256") != certificate_thumbprint(certificate):
         raise _refuse("x5t#S256 header is missing or does not name the registered certificate")
     return client
-
-
-def certificate_thumbprint(pem: str) -> str:
-    """The ``x5t#S256`` of a PEM certificate (RFC 7515 section 4.1.8)."""
-    der = ssl.PEM_cert_to_DER_cert(pem.strip())
-    return base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode()
 
 
 def _unverified_claims(assertion: str) -> dict[str, Any]:
