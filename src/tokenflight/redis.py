@@ -47,7 +47,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Final, Literal, TypeVar, final
+from typing import TYPE_CHECKING, Final, Literal, final
 
 import anyio
 
@@ -69,8 +69,6 @@ if TYPE_CHECKING:
 __all__ = ["RedisStoreStatistics", "RedisTokenStore", "StoreDecryptionError"]
 
 logger = logging.getLogger("tokenflight")
-
-T = TypeVar("T")
 
 #: A stored token is handed out only with more than this fraction of its lifetime left.
 MIN_REMAINING_FRACTION: Final = 0.1
