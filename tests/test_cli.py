@@ -280,7 +280,7 @@ def test_bench_outside_a_checkout_is_one_line(tmp_path, monkeypatch, capsys):
 
 
 def test_a_wrongly_typed_setting_is_one_line(tmp_path, monkeypatch, capsys):
-    """`scopes = 5` (any exception while building credentials) exits 2 with one line."""
+    """`scopes = 5`, a setting of the wrong type, exits 2 with one line naming the tenant."""
     monkeypatch.setenv(SECRET_ENV, SECRET)
     path = write_config(tmp_path, "https://idp.example/t", client_secret_env=SECRET_ENV)
     path.write_text(path.read_text(encoding="utf-8") + "scopes = 5\n", encoding="utf-8")
@@ -401,8 +401,6 @@ def test_bench_runs_the_script_with_its_exit_status(tmp_path, monkeypatch):
 
 def test_bench_without_its_extra_is_one_line(checkout, monkeypatch, capsys):
     """Missing bench modules are named in one line that gives the pip command; nothing runs."""
-    import sys
-
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # None: the import fails
     monkeypatch.setitem(sys.modules, "httpx_auth", None)
     code, _ = run("bench", "--", "--quick")

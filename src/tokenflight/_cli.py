@@ -16,7 +16,7 @@ import runpy
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
 import anyio
 
@@ -29,9 +29,6 @@ from ._errors import (
 )
 from ._manager import TokenManager
 from ._tenant_file import load_tenant
-
-if TYPE_CHECKING:
-    from ._config import ClientCredentials
 
 __all__ = ["main"]
 
@@ -207,22 +204,8 @@ def _outcome(command: Callable[[], int]) -> int:
         return 2
 
 
-def _tenant_credentials(config: Path, tenant: str) -> ClientCredentials:
-    """`load_tenant`, with any failure of building the credentials as one line (exit 2)."""
-    try:
-        return load_tenant(config, tenant)
-    except TokenError:
-        raise
-    except Exception as exc:  # `scopes = 5`, a list where a string goes, and such
-        reason = str(exc)[:200] or type(exc).__name__
-        raise ConfigurationError(
-            f"tenant {tenant!r} in {config}: a setting has the wrong type or value ({reason}); "
-            "check it against the settings `tokenflight token --help` lists"
-        ) from None
-
-
 async def _token_command(tenant: str, config: Path, as_json: bool, out: TextIO) -> int:
-    credentials = _tenant_credentials(config, tenant)
+    credentials = load_tenant(config, tenant)
     async with TokenManager() as tokens:
         tokens.register(tenant, credentials)
         token = await tokens.get_token(tenant)
