@@ -12,6 +12,7 @@ import redis
 from tokenflight import Token
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
 
 
 def answers(port: int) -> bool:

@@ -25,6 +25,7 @@ from helpers import api_server, creds
 from redis_helpers import (
     REDIS_HOST,
     REDIS_PORT,
+    REDIS_URL,
     Issuer,
     answers,
     raw_entries,
@@ -40,7 +41,6 @@ from tokenflight import (
 from tokenflight.redis import RedisTokenStore
 from tokenflight.testing import Fault, IdentityProvider
 
-REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
 WORKER = Path(__file__).with_name("fleet_worker.py")
 
 

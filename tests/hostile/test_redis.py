@@ -17,8 +17,7 @@ import redis
 from cryptography.fernet import Fernet
 
 import test_redis_store
-from redis_helpers import REDIS_HOST, REDIS_PORT, Issuer
-from test_redis_store import REDIS_URL
+from redis_helpers import REDIS_HOST, REDIS_PORT, REDIS_URL, Issuer
 from tokenflight.redis import RedisTokenStore
 
 from .test_bodies import peak_growth
